@@ -1,0 +1,24 @@
+"""Entry point of the adapter, called once per (re)load by ``scripts/hyper_sd.py``."""
+
+from __future__ import annotations
+
+import logging
+
+from hypersd.webui.host import CHANGES
+from hypersd.webui.samplers import register_all, webui_host
+
+log = logging.getLogger("hypersd")
+
+
+def setup() -> None:
+    from modules import script_callbacks
+
+    host = webui_host()
+    register_all(host, CHANGES)
+    # WebUI clears its callbacks before re-importing scripts, so this is added once per load.
+    script_callbacks.on_script_unloaded(unload, name="hypersd unload")
+
+
+def unload() -> None:
+    undone = CHANGES.undo_all()
+    log.info("Hyper-SD: undid %s", ", ".join(undone) or "nothing")

@@ -15,8 +15,17 @@ def setup() -> None:
 
     host = webui_host()
     register_all(host, CHANGES)
-    # WebUI clears its callbacks before re-importing scripts, so this is added once per load.
+    # WebUI clears its callbacks before re-importing scripts, so these are added once per load.
     script_callbacks.on_script_unloaded(unload, name="hypersd unload")
+    script_callbacks.on_before_ui(register_xyz_axis, name="hypersd xyz axis")
+
+
+def register_xyz_axis() -> None:
+    from modules import scripts
+
+    from hypersd.webui.xyz import register_axis
+
+    CHANGES.apply("xyz-axis", lambda: register_axis(scripts.scripts_data))
 
 
 def unload() -> None:

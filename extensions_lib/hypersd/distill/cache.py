@@ -1,0 +1,162 @@
+"""Cached training data: VAE latents and text embeddings computed once, and bucketed batches drawn from them."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from hypersd import tscd
+from hypersd.schedules import trailing_timesteps
+
+from .config import DistillConfig
+from .data import Dataset, load_image, make_buckets, nearest_bucket, validate_images
+from .models import SDModel, encode_prompts, sdxl_time_ids, unet_eps
+
+
+@dataclass
+class CachedData:
+    latents: list[torch.Tensor]  # one (C, h, w) float32 tensor per sample, CPU
+    caption_index: list[int]  # sample -> row of hidden
+    hidden: torch.Tensor  # (n_captions, L, D)
+    pooled: torch.Tensor | None  # (n_captions, D2) SDXL
+    time_ids: list[torch.Tensor | None]  # per sample (SDXL)
+    buckets: dict[tuple[int, int], list[int]]  # latent (h, w) -> sample indices
+    uncond_hidden: torch.Tensor  # (1, L, D)
+    uncond_pooled: torch.Tensor | None
+    sample_cond: dict[str, torch.Tensor] = field(default_factory=dict)
+    sample_prompts: list[str] = field(default_factory=list)
+
+
+def vae_factor(model: SDModel) -> int:
+    return 2 ** (len(model.vae.config.block_out_channels) - 1)
+
+
+@torch.no_grad()
+def _teacher_sample(
+    model: SDModel,
+    cond: dict[str, torch.Tensor],
+    uncond: dict[str, torch.Tensor],
+    noise: torch.Tensor,
+    steps: int,
+    omega: float,
+    acp: torch.Tensor,
+) -> torch.Tensor:
+    """Teacher DDIM sampling with CFG (trailing spacing): the x0 latents of prompt-list mode."""
+    x = noise
+    ts = trailing_timesteps(steps)
+    for i, t in enumerate(ts):
+        t_next = ts[i + 1] if i + 1 < len(ts) else -1
+        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        both = tscd.default_cat_cond(cond, uncond)
+        eps = unet_eps(model.unet, torch.cat([x, x]), torch.cat([tt, tt]), both)
+        eps = tscd.cfg_combine(eps[x.shape[0] :], eps[: x.shape[0]], omega)
+        x = tscd.ddim_step(x, eps, tt, t_next, acp)
+    return x
+
+
+@torch.no_grad()
+def build_cache(
+    model: SDModel, dataset: Dataset, cfg: DistillConfig, device: torch.device, acp: torch.Tensor, log: Callable
+) -> CachedData:
+    """VAE latents and text embeddings, computed once (they dominate the cost otherwise)."""
+    captions = sorted(set(dataset.captions))
+    caption_row = {c: i for i, c in enumerate(captions)}
+    hidden_rows, pooled_rows = [], []
+    for start in range(0, len(captions), 16):
+        enc = encode_prompts(model, captions[start : start + 16], device)
+        hidden_rows.append(enc["encoder_hidden_states"].float().cpu())
+        if "text_embeds" in enc:
+            pooled_rows.append(enc["text_embeds"].float().cpu())
+    un = encode_prompts(model, [""], device)
+    factor = vae_factor(model)
+    res = int(cfg.resolution)
+    latents: list[torch.Tensor] = []
+    time_ids: list[torch.Tensor | None] = []
+    buckets: dict[tuple[int, int], list[int]] = {}
+    sdxl = model.base == "sdxl"
+    hidden = torch.cat(hidden_rows)
+    pooled = torch.cat(pooled_rows) if pooled_rows else None
+
+    if dataset.kind == "prompts":
+        gen = torch.Generator().manual_seed(cfg.seed + 7777)
+        omega = 0.5 * (cfg.omega_min + cfg.omega_max)
+        size = res // factor
+        for i, sample in enumerate(dataset.samples):
+            row = caption_row[sample.caption]
+            for _ in range(cfg.synth_per_prompt):
+                tid = sdxl_time_ids((res, res), (0, 0), (res, res)) if sdxl else None
+                cond = {"encoder_hidden_states": hidden[row : row + 1].to(device)}
+                uncond = {"encoder_hidden_states": un["encoder_hidden_states"].to(device)}
+                if sdxl:
+                    cond.update(text_embeds=pooled[row : row + 1].to(device), time_ids=tid[None].to(device))
+                    uncond.update(text_embeds=un["text_embeds"].to(device), time_ids=tid[None].to(device))
+                channels = model.unet.config.in_channels
+                noise = torch.randn((1, channels, size, size), generator=gen).to(device)
+                x0 = _teacher_sample(model, cond, uncond, noise, cfg.synth_steps, omega, acp)
+                latents.append(x0[0].float().cpu())
+                time_ids.append(tid)
+                buckets.setdefault((size, size), []).append(len(latents) - 1)
+            if i % 50 == 0:
+                log({"event": "cache", "what": "teacher latents", "done": i + 1, "of": len(dataset.samples)})
+        caption_index = [caption_row[s.caption] for s in dataset.samples for _ in range(cfg.synth_per_prompt)]
+    else:
+        sizes = validate_images(dataset)
+        bucket_list = make_buckets(res) if cfg.buckets else [(res, res)]
+        encoded: dict[pathlib.Path, int] = {}
+        caption_index = []
+        vae_dtype = next(model.vae.parameters()).dtype
+        for i, sample in enumerate(dataset.samples):
+            caption_index.append(caption_row[sample.caption])
+            if sample.image in encoded:  # kohya repeats: reuse the latent
+                j = encoded[sample.image]
+                latents.append(latents[j])
+                time_ids.append(time_ids[j])
+            else:
+                w, h = sizes[sample.image]
+                bw, bh = nearest_bucket(w, h, bucket_list)
+                pixels, orig_hw, crop_tl = load_image(sample.image, (bw, bh))
+                dist = model.vae.encode(pixels[None].to(device, vae_dtype)).latent_dist
+                latents.append((dist.mean * model.vae_scale).float()[0].cpu())
+                time_ids.append(sdxl_time_ids(orig_hw, crop_tl, (bh, bw)) if sdxl else None)
+                encoded[sample.image] = i
+            shape = tuple(latents[-1].shape[1:])
+            buckets.setdefault(shape, []).append(len(latents) - 1)
+            if i % 50 == 0:
+                log({"event": "cache", "what": "VAE latents", "done": i + 1, "of": len(dataset.samples)})
+
+    prompts = list(cfg.sample_prompts) or captions[:4]
+    sample_cond = encode_prompts(model, prompts, device) if prompts else {}
+    return CachedData(
+        latents=latents,
+        caption_index=caption_index,
+        hidden=hidden,
+        pooled=pooled,
+        time_ids=time_ids,
+        buckets=buckets,
+        uncond_hidden=un["encoder_hidden_states"].float().cpu(),
+        uncond_pooled=un["text_embeds"].float().cpu() if "text_embeds" in un else None,
+        sample_cond={k: v.float().cpu() for k, v in sample_cond.items()},
+        sample_prompts=prompts,
+    )
+
+
+def sample_batch(
+    cache: CachedData, batch: int, gen: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, dict, dict]:
+    """A batch from one aspect bucket: draw a sample uniformly, then the rest from its bucket (with replacement)."""
+    first = int(torch.randint(len(cache.latents), (1,), generator=gen))
+    shape = tuple(cache.latents[first].shape[1:])
+    members = cache.buckets[shape]
+    picks = [first] + [members[int(i)] for i in torch.randint(len(members), (batch - 1,), generator=gen)]
+    x0 = torch.stack([cache.latents[i] for i in picks]).to(device)
+    rows = torch.tensor([cache.caption_index[i] for i in picks])
+    cond = {"encoder_hidden_states": cache.hidden[rows].to(device)}
+    uncond = {"encoder_hidden_states": cache.uncond_hidden.expand(batch, -1, -1).to(device)}
+    if cache.pooled is not None:
+        tids = torch.stack([cache.time_ids[i] for i in picks]).to(device)
+        cond.update(text_embeds=cache.pooled[rows].to(device), time_ids=tids)
+        uncond.update(text_embeds=cache.uncond_pooled.expand(batch, -1).to(device), time_ids=tids)
+    return x0, cond, uncond

@@ -1,0 +1,133 @@
+"""``python -m hypersd distill``: distil an SD1.5/SDXL model into few-step LoRAs with TSCD.
+
+Example::
+
+    python -m hypersd distill --model models/Stable-diffusion/house.safetensors --data train/ --out house-hyper \\
+        --preset standard --output-dir models/Lora
+    accelerate launch --num_processes 2 -m hypersd distill --config run.toml --resume
+
+Settings: dataclass defaults < --preset < --config (JSON/TOML) < flags. Ctrl-C (or SIGTERM) saves a checkpoint and stops;
+run the same command with --resume to continue. Exit codes: 0 done, 1 error, 2 bad arguments, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from .config import PRESETS, ConfigError, build_config
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m hypersd distill", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--model", help="SD1.5/SDXL checkpoint (.safetensors as WebUI stores it) or a diffusers folder")
+    p.add_argument(
+        "--data", help="image folder (+ .txt/.caption), kohya N_name/ folders, metadata.jsonl, or a prompt list .txt"
+    )
+    p.add_argument("--out", help="output name: <output-dir>/<out>.safetensors and <out>-<k>step.safetensors")
+    p.add_argument("--output-dir", dest="output_dir")
+    p.add_argument("--config", help="JSON or TOML file with settings (flat, or under [distill])")
+    p.add_argument("--preset", choices=sorted(PRESETS))
+    p.add_argument("--resume", action="store_true", help="continue the run of the same --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="start again, deleting an earlier run of the same --out")
+    p.add_argument("--base", choices=("auto", "sd15", "sdxl"))
+    p.add_argument("--tokenizer", help="folder with the CLIP tokenizer (vocab.json, merges.txt) for single-file models")
+    p.add_argument("--stages", help="comma-separated segment counts, default 8,4,2,1")
+    p.add_argument("--steps-per-stage", dest="steps_per_stage", type=int)
+    p.add_argument("--solver-steps", dest="solver_steps", type=int)
+    p.add_argument("--omega-min", dest="omega_min", type=float)
+    p.add_argument("--omega-max", dest="omega_max", type=float)
+    p.add_argument("--ema-decay", dest="ema_decay", type=float)
+    p.add_argument("--loss", choices=("huber", "mse"))
+    p.add_argument("--huber-c", dest="huber_c", type=float)
+    p.add_argument("--offset-noise", dest="offset_noise", type=float)
+    p.add_argument("--adversarial", type=_bool, help="true/false: hinge GAN on frozen-teacher mid-block features")
+    p.add_argument("--rank", type=int)
+    p.add_argument("--alpha", type=float)
+    p.add_argument("--lora-targets", dest="lora_targets", choices=("attn", "attn_ff", "all"))
+    p.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float)
+    p.add_argument("--warmup-steps", dest="warmup_steps", type=int)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--grad-accum", dest="grad_accum", type=int)
+    p.add_argument("--mixed-precision", dest="mixed_precision", choices=("no", "fp16", "bf16"))
+    p.add_argument("--gradient-checkpointing", dest="gradient_checkpointing", action="store_const", const=True)
+    p.add_argument("--use-8bit-adam", dest="use_8bit_adam", action="store_const", const=True)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resolution", type=int)
+    p.add_argument("--buckets", type=_bool, help="true/false aspect buckets (default: on for SDXL)")
+    p.add_argument("--synth-steps", dest="synth_steps", type=int, help="prompt-list mode: teacher steps per latent")
+    p.add_argument("--checkpoint-every", dest="checkpoint_every", type=int)
+    p.add_argument("--sample-prompts", dest="sample_prompts", help="'|'-separated prompts for the per-stage grids")
+    p.add_argument("--export-ema", dest="export_ema", action="store_const", const=True)
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar (the JSON-lines log is always written)")
+    p.add_argument("--stop-after-steps", type=int, help=argparse.SUPPRESS)  # tests: behave as if Ctrl-C came
+    return p
+
+
+_NOT_CONFIG = {"config", "preset", "resume", "overwrite", "no_progress", "stop_after_steps"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG and v is not None}
+    try:
+        cfg = build_config(args.preset, args.config, **overrides)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+    previous = None
+
+    def on_sigint(_signum: int, _frame: Any) -> None:
+        if stop.is_set():  # a second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nHyper-SD: stopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM too: torchrun / accelerate launch and job schedulers stop workers with it
+        previous = {sig: signal.signal(sig, on_sigint) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        from .data import DataError
+        from .engine import TrainingError, run_distillation
+        from .models import ModelError
+
+        try:
+            result = run_distillation(
+                cfg,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                stop_requested=stop.is_set,
+                progress=not args.no_progress,
+                stop_after_steps=args.stop_after_steps,
+            )
+        except (DataError, ModelError, TrainingError, ConfigError) as err:
+            print(err, file=sys.stderr)
+            return 1
+    finally:
+        for sig, handler in (previous or {}).items():
+            signal.signal(sig, handler)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 130 if result.interrupted else 0
+    if result.interrupted:
+        print(f"Hyper-SD: interrupted at step {result.steps}; run again with --resume to continue", file=sys.stderr)
+        return 130
+    print(f"Hyper-SD: done after {result.steps} steps: {result.final_lora}")
+    for k, path in sorted(result.stage_loras.items(), reverse=True):
+        print(f"  stage k={k}: {path}")
+    return 0

@@ -1,0 +1,608 @@
+"""Hyper-SD presets: one table, one row per (preset id, base model).
+
+Every button of the Hyper-SD accordion is one row of :data:`PRESETS`.  A row says which LoRA
+file to load (the local name in WebUI's Lora folder), at which weight, with which WebUI sampler
+and schedule, how many steps, which CFG, which size, and where each recommendation comes from
+(``source``).  Values not stated by a source are marked "our choice" there.
+
+The N-step Hyper LoRAs (1, 2, 4, 8 steps) combine with a second small table,
+:data:`SAMPLER_CHOICES`: TCD (default), DPM++ SDE Karras (a common WebUI recipe) or
+Euler + Trailing (the official recipe).  :func:`preset_with_sampler` merges the two.
+
+Names used here are WebUI v1.10.1's sampler names and schedule *labels* (``p.scheduler``
+accepts both name and label; the UI and the infotext show labels), plus what this extension
+registers: the sampler "TCD" and the schedules "Trailing", "TCD" and "Hyper 1-step (t=800)".
+
+Metadata contract of "Our distilled LoRA" (the training engine writes these keys into the
+safetensors ``__metadata__``; all values are strings, as safetensors metadata requires):
+
+=====================  =======================================================================
+key                    meaning
+=====================  =======================================================================
+``hypersd_steps``      recommended steps, an int ≥ 1 (required: its presence marks the file)
+``hypersd_sampler``    WebUI sampler name (e.g. ``"TCD"``, ``"Euler"``, ``"LCM"``); default TCD
+``hypersd_scheduler``  WebUI schedule name or label (``"tcd"``/``"TCD"``, ``"trailing"``…);
+                       default: the sampler's usual one (TCD → TCD, others → Trailing)
+``hypersd_cfg``        CFG scale in WebUI's convention (1 = no guidance); default 1
+``hypersd_gamma``      TCD gamma in [0, 1]; default 0.3; only meaningful with the TCD sampler
+``hypersd_base``       ``"sd15"`` or ``"sdxl"``; fallback ``ss_base_model_version``
+                       (``sdxl_*`` → sdxl, ``sd_v1*`` → sd15)
+``hypersd_weight``     LoRA weight; default 1
+=====================  =======================================================================
+
+A file with none of the ``hypersd_*`` keys is not one of ours (:func:`preset_from_metadata`
+returns None); a file with malformed values raises :class:`PresetMetadataError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+
+BASES = ("sd15", "sdxl")
+
+# ---------------------------------------------------------------------------------------------
+# Names this module may use.  WebUI v1.10.1's names, read from modules/sd_samplers_kdiffusion.py,
+# sd_samplers_timesteps.py, sd_samplers_lcm.py and sd_schedulers.py; ours from hypersd.webui.samplers.
+WEBUI_SAMPLERS = (
+    "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE",
+    "Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "Restart",
+    "DDIM", "DDIM CFG++", "PLMS", "UniPC", "LCM",
+)  # fmt: skip
+OUR_SAMPLERS = ("TCD",)
+# (name, label) of every schedule.
+WEBUI_SCHEDULES = (
+    ("automatic", "Automatic"), ("uniform", "Uniform"), ("karras", "Karras"), ("exponential", "Exponential"),
+    ("polyexponential", "Polyexponential"), ("sgm_uniform", "SGM Uniform"), ("kl_optimal", "KL Optimal"),
+    ("align_your_steps", "Align Your Steps"), ("simple", "Simple"), ("normal", "Normal"), ("ddim", "DDIM"),
+    ("beta", "Beta"),
+)  # fmt: skip
+OUR_SCHEDULES = (("trailing", "Trailing"), ("tcd", "TCD"), ("hyper_1step", "Hyper 1-step (t=800)"))
+KNOWN_SAMPLERS = WEBUI_SAMPLERS + OUR_SAMPLERS
+KNOWN_SCHEDULES = WEBUI_SCHEDULES + OUR_SCHEDULES
+
+#: Default TCD gamma of the "TCD" sampler we register (also the TCD-LoRA card's default).
+TCD_DEFAULT_GAMMA = 0.3
+
+NATIVE_SIZE = {"sd15": (512, 512), "sdxl": (1024, 1024)}
+
+GROUP_NSTEP = "Hyper-SD N-step LoRA"
+GROUP_CFG = "Hyper-SD CFG-preserving LoRA"
+GROUP_UNIFIED = "Hyper-SD unified 1-step LoRA + TCD"
+GROUP_UNET = "Hyper-SDXL 1-step UNet"
+GROUP_PEERS = "Peers"
+GROUP_HOUSE = "House model, no LoRA"
+GROUP_DISTILLED = "Our distilled LoRA"
+
+
+@dataclasses.dataclass(frozen=True)
+class HyperPreset:
+    """One recommended recipe for one base model.
+
+    ``weight_range``, ``steps_range`` and ``cfg_range`` are the recommended ranges: a value
+    outside them is allowed but warned about.  ``lora_file`` is None for presets without a
+    LoRA (a full checkpoint or UNet, or the house model); ``model_file`` then names the
+    checkpoint/UNet the preset expects to be loaded (None: any).
+    """
+
+    id: str
+    base: str  # "sd15" | "sdxl" | "any"
+    group: str
+    title: str
+    lora_file: str | None
+    weight: float
+    weight_range: tuple[float, float]
+    sampler: str  # WebUI sampler name
+    scheduler: str  # WebUI schedule label
+    steps: int
+    steps_range: tuple[int, int]
+    cfg: float  # WebUI convention: 1 = no guidance
+    cfg_range: tuple[float, float]
+    uses_cfg: bool  # CFG > ~2 and negative prompts do something useful
+    size: tuple[int, int]  # native (width, height)
+    gamma: float | None  # TCD gamma; None unless the sampler is TCD
+    hires_steps: int  # advised hires-fix second-pass steps
+    hires_denoise: float  # advised hires-fix / img2img denoising strength
+    source: str
+    hub_repo: str | None = None  # where the file comes from (catalog), for "missing file" messages
+    hub_file: str | None = None
+    model_file: str | None = None
+    sampler_choices: tuple[str, ...] = ()  # ids of SAMPLER_CHOICES this row accepts (empty: fixed)
+    note: str = ""
+
+    @property
+    def lora_stem(self) -> str | None:
+        """The name WebUI's ``<lora:NAME>`` uses: the file name without extension."""
+        return strip_extension(self.lora_file) if self.lora_file else None
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerChoice:
+    """A sampler/schedule pair the N-step Hyper LoRAs can use; None fields keep the preset's value."""
+
+    id: str
+    title: str
+    sampler: str
+    scheduler: str
+    cfg: float | None
+    weight_sdxl: float | None
+    weight_sd15: float | None
+    model_calls_per_step: int  # DPM++ SDE evaluates the model twice per step
+    source: str
+
+
+SAMPLER_CHOICES: tuple[SamplerChoice, ...] = (
+    SamplerChoice(
+        "tcd", "TCD (default)", "TCD", "TCD", None, None, None, 1,
+        "seed notes (a WebUI user's recipe: TCD with Hyper-SDXL, 4 steps); the TCD schedule is "
+        "diffusers' TCDScheduler default grid (original_inference_steps=50)",
+    ),
+    SamplerChoice(
+        "dpmpp_sde_karras", "DPM++ SDE Karras (WebUI recipe)", "DPM++ SDE", "Karras", 2.0, 0.8, None, 2,
+        "seed notes (DPM++ SDE Karras, 4 steps, CFG 2, 1024²); SDXL weight 0.8: community practice "
+        "(a popular app's Hyper-SD preset); SD1.5 keeps weight 1.0 (community practice)",
+    ),
+    # The official recipe is diffusers' DDIM with timestep_spacing="trailing".  WebUI's "DDIM" sampler
+    # ignores the schedule selector and uses its own grid (4 steps → 1, 251, 501, 751: it never starts
+    # at 999), so we use Euler on our "Trailing" sigmas instead: a deterministic DDIM step (eta 0) *is*
+    # an Euler step in k-diffusion's sigma parameterisation, so this reproduces the official sampler.
+    SamplerChoice(
+        "euler_trailing", "Euler + Trailing (official)", "Euler", "Trailing", None, None, None, 1,
+        "official model card (diffusers example: DDIM, timestep_spacing='trailing', guidance 0 = WebUI CFG 1)",
+    ),
+)  # fmt: skip
+SAMPLER_CHOICE_IDS = tuple(c.id for c in SAMPLER_CHOICES)
+DEFAULT_SAMPLER_CHOICE = "tcd"
+ALL_SAMPLER_CHOICES = SAMPLER_CHOICE_IDS
+
+
+def _nstep(n: int, base: str) -> HyperPreset:
+    tag = "SD15" if base == "sd15" else "SDXL"
+    plural = "step" if n == 1 else "steps"
+    file = f"Hyper-{tag}-{n}{plural}-lora.safetensors"
+    return HyperPreset(
+        id=f"hyper-{n}step",
+        base=base,
+        group=GROUP_NSTEP,
+        title=f"Hyper-SD {n}-step",
+        lora_file=file,
+        weight=1.0,
+        weight_range=(0.7, 1.0) if base == "sdxl" else (0.8, 1.1),
+        sampler="TCD",
+        scheduler="TCD",
+        steps=n,
+        steps_range=(n, n),
+        cfg=1.0,
+        cfg_range=(1.0, 2.0),
+        uses_cfg=False,
+        size=NATIVE_SIZE[base],
+        gamma=1.0 if n == 1 else TCD_DEFAULT_GAMMA,
+        hires_steps=max(n, 2),
+        hires_denoise=0.5,
+        source=(
+            "official model card (LoRA scale 1.0, guidance 0 = CFG 1, N steps); weight range: community "
+            "practice (SDXL 0.7-0.8, SD1.5 about 1.0); CFG up to 2: seed notes / community (CFG 1-1.5); "
+            + ("gamma 1.0: official default of the unified 1-step LoRA; " if n == 1 else "gamma 0.3: our choice (TCD default); ")
+            + "hires steps and denoising 0.5: our choice"
+        ),
+        hub_repo="ByteDance/Hyper-SD",
+        hub_file=file,
+        sampler_choices=ALL_SAMPLER_CHOICES,
+    )  # fmt: skip
+
+
+def _cfg_lora(n: int, base: str) -> HyperPreset:
+    tag = "SD15" if base == "sd15" else "SDXL"
+    file = f"Hyper-{tag}-{n}steps-CFG-lora.safetensors"
+    return HyperPreset(
+        id=f"hyper-cfg-{n}step",
+        base=base,
+        group=GROUP_CFG,
+        title=f"Hyper-SD CFG {n}-step",
+        lora_file=file,
+        weight=1.0,
+        weight_range=(0.7, 1.0) if base == "sdxl" else (0.8, 1.1),
+        sampler="Euler",  # see the euler_trailing choice: Euler on trailing sigmas = diffusers DDIM trailing
+        scheduler="Trailing",
+        steps=n,
+        steps_range=(n, n),
+        cfg=5.0,
+        cfg_range=(5.0, 8.0),
+        uses_cfg=True,
+        size=NATIVE_SIZE[base],
+        gamma=None,
+        hires_steps=n // 2,
+        hires_denoise=0.5,
+        source="official model card (DDIM trailing, guidance 5-8, negative prompts work, LoRA scale 1.0); "
+        "hires steps and denoising: our choice",
+        hub_repo="ByteDance/Hyper-SD",
+        hub_file=file,
+    )
+
+
+def _unified(base: str) -> HyperPreset:
+    tag = "SD15" if base == "sd15" else "SDXL"
+    file = f"Hyper-{tag}-1step-lora.safetensors"
+    return HyperPreset(
+        id="hyper-unified-tcd",
+        base=base,
+        group=GROUP_UNIFIED,
+        title="Unified LoRA + TCD (1-8 steps)",
+        lora_file=file,
+        weight=1.0,
+        weight_range=(0.7, 1.0) if base == "sdxl" else (0.8, 1.1),
+        sampler="TCD",
+        scheduler="TCD",
+        steps=4,
+        steps_range=(1, 8),
+        cfg=1.0,
+        cfg_range=(1.0, 2.0),
+        uses_cfg=False,
+        size=NATIVE_SIZE[base],
+        gamma=1.0,
+        hires_steps=4,
+        hires_denoise=0.5,
+        source="official model card (unified LoRA, TCD sampler, 1-8 steps, eta/gamma 1.0 by default, lower "
+        "gamma for more detail); 4 steps as the default: our choice; hires advice: our choice",
+        hub_repo="ByteDance/Hyper-SD",
+        hub_file=file,
+    )
+
+
+def _peer(**fields) -> HyperPreset:
+    defaults = dict(
+        group=GROUP_PEERS, weight=1.0, weight_range=(0.8, 1.0), cfg=1.0, cfg_range=(1.0, 2.0), uses_cfg=False,
+        gamma=None, hires_denoise=0.5,
+    )  # fmt: skip
+    defaults.update(fields)
+    defaults.setdefault("size", NATIVE_SIZE[defaults["base"]])
+    defaults.setdefault("hires_steps", defaults["steps"])
+    return HyperPreset(**defaults)
+
+
+def _lightning(n: int) -> HyperPreset:
+    file = f"sdxl_lightning_{n}step_lora.safetensors"
+    return _peer(
+        id=f"lightning-{n}step", base="sdxl", title=f"SDXL-Lightning {n}-step", lora_file=file,
+        sampler="Euler", scheduler="Trailing", steps=n, steps_range=(n, n),
+        source="SDXL-Lightning model card (Euler, trailing timesteps, guidance 0 = CFG 1, LoRA scale 1)",
+        hub_repo="ByteDance/SDXL-Lightning", hub_file=file,
+    )  # fmt: skip
+
+
+PRESETS: tuple[HyperPreset, ...] = (
+    *(_nstep(n, base) for n in (1, 2, 4, 8) for base in BASES),
+    *(_cfg_lora(n, base) for n in (8, 12) for base in BASES),
+    *(_unified(base) for base in BASES),
+    HyperPreset(
+        id="hyper-sdxl-1step-unet",
+        base="sdxl",
+        group=GROUP_UNET,
+        title="Hyper-SDXL 1-step UNet",
+        lora_file=None,
+        weight=1.0,
+        weight_range=(1.0, 1.0),
+        sampler="LCM",
+        scheduler="Hyper 1-step (t=800)",
+        steps=1,
+        steps_range=(1, 1),
+        cfg=1.0,
+        cfg_range=(1.0, 1.0),
+        uses_cfg=False,
+        size=(1024, 1024),
+        gamma=None,
+        hires_steps=1,
+        hires_denoise=0.5,
+        source="official model card (LCM scheduler, single timestep 800, guidance 0); hires advice: our choice",
+        hub_repo="ByteDance/Hyper-SD",
+        hub_file="Hyper-SDXL-1step-Unet.safetensors",
+        model_file="Hyper-SDXL-1step-Unet.safetensors",
+        note="a full UNet replacement, not a LoRA: load it as the model's UNet",
+    ),
+    *(_lightning(n) for n in (2, 4, 8)),
+    # LCM's own scheduler uses the same 50-point "original" grid as TCD (4 steps → 999, 759, 499, 259),
+    # so our "TCD" schedule reproduces diffusers' LCMScheduler timesteps exactly.
+    *(
+        _peer(
+            id="lcm-lora",
+            base=base,
+            title="LCM-LoRA",
+            lora_file=file,
+            sampler="LCM",
+            scheduler="TCD",
+            steps=4,
+            steps_range=(4, 8),
+            cfg=1.0,
+            cfg_range=(1.0, 2.0),
+            source="LCM-LoRA model card (LCM scheduler, 4-8 steps, guidance 1-2, LoRA scale 1)",
+            hub_repo=repo,
+            hub_file="pytorch_lora_weights.safetensors",
+        )
+        for base, file, repo in (
+            ("sd15", "lcm-lora-sdv1-5.safetensors", "latent-consistency/lcm-lora-sdv1-5"),
+            ("sdxl", "lcm-lora-sdxl.safetensors", "latent-consistency/lcm-lora-sdxl"),
+        )
+    ),
+    *(
+        _peer(
+            id="tcd-lora",
+            base=base,
+            title="TCD-LoRA",
+            lora_file=file,
+            sampler="TCD",
+            scheduler="TCD",
+            steps=4,
+            steps_range=(2, 8),
+            gamma=TCD_DEFAULT_GAMMA,
+            source="TCD-LoRA model card (TCD scheduler, 2-8 steps, gamma 0.3, guidance 0 = CFG 1)",
+            hub_repo=repo,
+            hub_file="pytorch_lora_weights.safetensors",
+        )
+        for base, file, repo in (
+            ("sd15", "TCD-SD15-LoRA.safetensors", "h1t/TCD-SD15-LoRA"),
+            ("sdxl", "TCD-SDXL-LoRA.safetensors", "h1t/TCD-SDXL-LoRA"),
+        )
+    ),
+    _peer(
+        id="turbo",
+        base="sdxl",
+        title="SDXL-Turbo",
+        lora_file=None,
+        weight_range=(1.0, 1.0),
+        sampler="Euler a",
+        scheduler="Trailing",
+        steps=1,
+        steps_range=(1, 4),
+        cfg=1.0,
+        cfg_range=(1.0, 1.0),
+        size=(512, 512),
+        source="SDXL-Turbo model card (Euler a, 1-4 steps, guidance 0, 512²); Trailing (start at t=999): our choice",
+        hub_repo="stabilityai/sdxl-turbo",
+        hub_file="sd_xl_turbo_1.0_fp16.safetensors",
+        model_file="sd_xl_turbo_1.0_fp16.safetensors",
+        note="a full checkpoint: load it as the model",
+    ),
+    # DMD2's 4-step timesteps 999, 749, 499, 249 are exactly the trailing grid.
+    _peer(
+        id="dmd2",
+        base="sdxl",
+        title="DMD2 4-step",
+        lora_file="dmd2_sdxl_4step_lora.safetensors",
+        sampler="LCM",
+        scheduler="Trailing",
+        steps=4,
+        steps_range=(1, 4),
+        source="DMD2 model card (LCM scheduler, timesteps 999/749/499/249, guidance 0 = CFG 1)",
+        hub_repo="tianweiy/DMD2",
+        hub_file="dmd2_sdxl_4step_lora.safetensors",
+    ),
+    HyperPreset(
+        id="house-fast",
+        base="any",
+        group=GROUP_HOUSE,
+        title="House model, fast schedule",
+        lora_file=None,
+        weight=1.0,
+        weight_range=(1.0, 1.0),
+        sampler="DPM++ 2M",
+        scheduler="Align Your Steps",
+        steps=12,
+        steps_range=(10, 15),
+        cfg=5.0,
+        cfg_range=(3.0, 8.0),
+        uses_cfg=True,
+        size=(0, 0),
+        gamma=None,
+        hires_steps=8,
+        hires_denoise=0.4,
+        source="seed notes (no LoRA, 10-15 steps, Align-Your-Steps or SGM Uniform schedule); DPM++ 2M, "
+        "CFG 5 and the hires advice: our choice",
+        note="size (0, 0): the loaded model's native size",
+    ),
+    HyperPreset(
+        id="distilled",
+        base="any",
+        group=GROUP_DISTILLED,
+        title="Our distilled LoRA",
+        lora_file=None,
+        weight=1.0,
+        weight_range=(0.5, 1.2),
+        sampler="TCD",
+        scheduler="TCD",
+        steps=4,
+        steps_range=(1, 8),
+        cfg=1.0,
+        cfg_range=(1.0, 2.0),
+        uses_cfg=False,
+        size=(0, 0),
+        gamma=TCD_DEFAULT_GAMMA,
+        hires_steps=4,
+        hires_denoise=0.5,
+        source="template: the LoRA's hypersd_* metadata overrides these (see preset_from_metadata); "
+        "defaults are our choice",
+        note="pick the LoRA; its metadata carries the recipe",
+    ),
+)
+
+PRESET_IDS: tuple[str, ...] = tuple(dict.fromkeys(p.id for p in PRESETS))
+DEFAULT_PRESET = "hyper-4step"
+
+
+def strip_extension(file_name: str) -> str:
+    for ext in (".safetensors", ".ckpt", ".pt", ".bin"):
+        if file_name.lower().endswith(ext):
+            return file_name[: -len(ext)]
+    return file_name
+
+
+def rows_for(preset_id: str) -> tuple[HyperPreset, ...]:
+    return tuple(p for p in PRESETS if p.id == preset_id)
+
+
+def get_preset(preset_id: str, base: str) -> HyperPreset:
+    """The row of ``preset_id`` for ``base`` ("sd15"/"sdxl"); KeyError with a readable message if none."""
+    rows = rows_for(preset_id)
+    if not rows:
+        raise KeyError(f"Hyper-SD: unknown preset {preset_id!r}; known: {', '.join(PRESET_IDS)}")
+    for row in rows:
+        if row.base in (base, "any"):
+            if row.size == (0, 0) and base in NATIVE_SIZE:
+                return dataclasses.replace(row, size=NATIVE_SIZE[base])
+            return row
+    bases = "/".join(r.base for r in rows)
+    raise KeyError(f"Hyper-SD: preset {preset_id!r} exists only for {bases}, not for {base}")
+
+
+def presets_by_group() -> dict[str, list[str]]:
+    """Preset ids per UI group, in table order (for the accordion's button rows)."""
+    groups: dict[str, list[str]] = {}
+    for row in PRESETS:
+        ids = groups.setdefault(row.group, [])
+        if row.id not in ids:
+            ids.append(row.id)
+    return groups
+
+
+def preset_titles() -> dict[str, str]:
+    """Button / dropdown titles per preset id (the first row's title; titles do not differ by base)."""
+    return {preset_id: rows_for(preset_id)[0].title for preset_id in PRESET_IDS}
+
+
+def get_sampler_choice(choice_id: str) -> SamplerChoice:
+    for choice in SAMPLER_CHOICES:
+        if choice.id == choice_id:
+            return choice
+    raise KeyError(f"Hyper-SD: unknown sampler choice {choice_id!r}; known: {', '.join(SAMPLER_CHOICE_IDS)}")
+
+
+def preset_with_sampler(preset: HyperPreset, choice_id: str) -> HyperPreset:
+    """The row with the sampler choice applied; rows with no choices (``sampler_choices == ()``) stay as they are."""
+    choice = get_sampler_choice(choice_id)
+    if choice_id not in preset.sampler_choices:
+        return preset
+    weight = choice.weight_sdxl if preset.base == "sdxl" else choice.weight_sd15
+    cfg = preset.cfg if choice.cfg is None else choice.cfg
+    return dataclasses.replace(
+        preset,
+        sampler=choice.sampler,
+        scheduler=choice.scheduler,
+        cfg=cfg,
+        cfg_range=(min(preset.cfg_range[0], cfg), max(preset.cfg_range[1], cfg)),
+        weight=preset.weight if weight is None else weight,
+        gamma=preset.gamma if choice.sampler == "TCD" else None,
+        source=f"{preset.source}; sampler: {choice.source}",
+    )
+
+
+def schedule_label(name_or_label: str) -> str | None:
+    """The label of a known schedule given its name or label (case-insensitive), else None."""
+    wanted = name_or_label.strip().lower()
+    for name, label in KNOWN_SCHEDULES:
+        if wanted in (name.lower(), label.lower()):
+            return label
+    return None
+
+
+def sampler_name(name: str) -> str | None:
+    """The canonical spelling of a known sampler name (case-insensitive), else None."""
+    wanted = name.strip().lower()
+    return next((s for s in KNOWN_SAMPLERS if s.lower() == wanted), None)
+
+
+def base_from_model_version(version: str | None) -> str | None:
+    """``ss_base_model_version`` (kohya) → "sdxl" / "sd15" / "sd2" / None."""
+    if not version:
+        return None
+    v = str(version).lower()
+    if v.startswith("sdxl"):
+        return "sdxl"
+    if v.startswith("sd_v1") or v.startswith("sd1"):
+        return "sd15"
+    if v.startswith("sd_v2") or v.startswith("sd2"):
+        return "sd2"
+    if v.startswith("sd3"):
+        return "sd3"
+    return None
+
+
+class PresetMetadataError(ValueError):
+    """A LoRA's hypersd_* metadata is present but malformed."""
+
+
+METADATA_KEYS = (
+    "hypersd_steps", "hypersd_sampler", "hypersd_scheduler", "hypersd_cfg", "hypersd_gamma", "hypersd_base",
+    "hypersd_weight",
+)  # fmt: skip
+
+
+def _meta_number(metadata: Mapping[str, str], key: str, kind: type, lo: float, hi: float):
+    raw = metadata.get(key)
+    if raw is None or str(raw).strip() == "":
+        return None
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        raise PresetMetadataError(f"Hyper-SD: LoRA metadata {key}={raw!r} is not a number") from None
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise PresetMetadataError(f"Hyper-SD: LoRA metadata {key}={raw!r} is outside {lo}…{hi}")
+    if kind is int:
+        if value != int(value):
+            raise PresetMetadataError(f"Hyper-SD: LoRA metadata {key}={raw!r} must be a whole number")
+        return int(value)
+    return value
+
+
+def preset_from_metadata(metadata: Mapping[str, str] | None, lora_file: str | None = None) -> HyperPreset | None:
+    """The "distilled" preset filled from a LoRA's ``hypersd_*`` metadata (contract: module docstring).
+
+    None when the metadata carries no ``hypersd_*`` key.  ``lora_file`` (the file's name) is recorded
+    in the row.  Raises :class:`PresetMetadataError` for malformed values.
+    """
+    if not metadata or not any(k in metadata for k in METADATA_KEYS):
+        return None
+    template = rows_for("distilled")[0]
+    steps = _meta_number(metadata, "hypersd_steps", int, 1, 100)
+    if steps is None:
+        raise PresetMetadataError("Hyper-SD: LoRA metadata has hypersd_* keys but no hypersd_steps")
+    sampler = template.sampler
+    if metadata.get("hypersd_sampler"):
+        sampler = sampler_name(str(metadata["hypersd_sampler"]))
+        if sampler is None:
+            raise PresetMetadataError(
+                f"Hyper-SD: LoRA metadata hypersd_sampler={metadata['hypersd_sampler']!r} is not a known sampler"
+            )
+    scheduler = "TCD" if sampler == "TCD" else "Trailing"
+    if metadata.get("hypersd_scheduler"):
+        scheduler = schedule_label(str(metadata["hypersd_scheduler"]))
+        if scheduler is None:
+            raise PresetMetadataError(
+                f"Hyper-SD: LoRA metadata hypersd_scheduler={metadata['hypersd_scheduler']!r} is not a known schedule"
+            )
+    cfg = _meta_number(metadata, "hypersd_cfg", float, 0.0, 30.0)
+    gamma = _meta_number(metadata, "hypersd_gamma", float, 0.0, 1.0)
+    weight = _meta_number(metadata, "hypersd_weight", float, 0.0, 2.0)
+    base = str(metadata.get("hypersd_base", "")).strip().lower() or None
+    if base is not None and base not in BASES:
+        raise PresetMetadataError(f"Hyper-SD: LoRA metadata hypersd_base={base!r} must be one of {', '.join(BASES)}")
+    base = base or base_from_model_version(metadata.get("ss_base_model_version")) or "any"
+    cfg = 1.0 if cfg is None else max(cfg, 1.0)  # WebUI's CFG 1 is "no guidance"; 0 in diffusers terms
+    weight = template.weight if weight is None else weight
+    return dataclasses.replace(
+        template,
+        base=base,
+        lora_file=lora_file,
+        sampler=sampler,
+        scheduler=scheduler,
+        steps=steps,
+        steps_range=(steps, steps),
+        cfg=cfg,
+        cfg_range=(min(1.0, cfg), max(2.0, cfg)),
+        uses_cfg=cfg > 2.0,
+        weight=weight,
+        weight_range=(min(template.weight_range[0], weight), max(template.weight_range[1], weight)),
+        gamma=(template.gamma if gamma is None else gamma) if sampler == "TCD" else None,
+        size=NATIVE_SIZE.get(base, (0, 0)),
+        hires_steps=steps,
+        source="the LoRA's hypersd_* metadata (written by the training engine)",
+    )

@@ -1,0 +1,295 @@
+"""The "Hyper-SD" accordion of txt2img and img2img: preset buttons, settings, and their application.
+
+The UI is generated from :data:`hypersd.settings.FIELDS` (the one settings table): ``ui()``
+returns exactly those components, in that order, which is the API's positional order.
+``process()`` turns the settings into a :class:`hypersd.plan.Plan` and applies it.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import Any
+
+import gradio as gr
+from modules import scripts, shared
+from modules.infotext_utils import PasteField
+from modules.ui_components import InputAccordion
+
+from hypersd import loratags
+from hypersd.infotext import INFOTEXT_KEY, parse_infotext
+from hypersd.plan import CurrentValues, HyperPlanError, apply_plan, make_plan
+from hypersd.presets import PRESET_IDS, SAMPLER_CHOICES, preset_titles, presets_by_group
+from hypersd.settings import FIELDS, HyperSettings, HyperSettingsError
+from hypersd.webui import cfg1, host_state
+from hypersd.webui.xyz import XYZ_ATTR  # set by the X/Y/Z axis "Hyper-SD preset": overrides the UI preset
+
+log = logging.getLogger("hypersd")
+
+
+class HyperSDRefused(RuntimeError):
+    """Generation refused before sampling (a missing or mismatched LoRA, invalid API args…)."""
+
+
+def refuse(p: Any, message: str) -> None:
+    """Stop this generation with ``message`` before any UNet call.
+
+    WebUI swallows exceptions raised in a script's ``process()`` (it logs them and generates
+    anyway), which would silently produce an image without the LoRA.  The sampler's sigma
+    function is the first thing called when sampling starts and its exceptions reach the user
+    (UI error box, HTTP 500 with the message in the API), so the refusal is raised there.
+    """
+
+    def raise_refusal(_steps):
+        raise HyperSDRefused(message)
+
+    log.error(message)
+    p.sampler_name = "Euler"  # a k-diffusion sampler: the override below is where it takes its sigmas
+    p.sampler_noise_scheduler_override = raise_refusal
+    if hasattr(p, "comment"):
+        p.comment(message)
+
+
+def settings_from_args(args: tuple) -> HyperSettings:
+    return HyperSettings.from_api(list(args))
+
+
+def current_values(p: Any) -> CurrentValues:
+    return CurrentValues.from_processing(
+        p,
+        img2img_fix_steps=bool(getattr(shared.opts, "img2img_fix_steps", False)),
+        **host_state.loaded_model_files(shared),
+    )
+
+
+def plan_for(p: Any, settings: HyperSettings):
+    base = host_state.model_base(shared.sd_model)
+    prompts = list(getattr(p, "all_prompts", None) or [p.prompt])
+    hr_prompts = list(getattr(p, "all_hr_prompts", None) or [])
+    current = current_values(p)
+    loras = host_state.available_loras()
+    plan = make_plan(settings, base, loras, prompts, current, hr_prompts=hr_prompts)
+    if any("not in your Lora folder" in e for e in plan.errors):
+        # a file copied in since WebUI listed the folder: look again once before refusing
+        plan = make_plan(settings, base, host_state.available_loras(refresh=True), prompts, current, hr_prompts)
+    return plan
+
+
+def status_html(plan) -> str:
+    lines = [plan.status or "Hyper-SD: off", *plan.warnings, *plan.notes]
+    css = "hypersd-error" if plan.errors else "hypersd-ok"
+    return f'<div class="hypersd-status {css}">' + "<br>".join(html.escape(x) for x in lines if x) + "</div>"
+
+
+def _component(spec, is_img2img, elem_id):
+    """A gradio input for one settings field (the accordion's own checkbox is made separately)."""
+    if spec.choices is not None:
+        if spec.name == "preset":
+            info = "the buttons above set this; see the README's preset table"
+            return gr.Dropdown(
+                label=spec.label, choices=list(spec.choices), value=spec.default, elem_id=elem_id, info=info
+            )
+        if spec.name == "sampler":
+            info = "; ".join(f"{c.id}: {c.title}" for c in SAMPLER_CHOICES)
+            return gr.Radio(
+                label=spec.label, choices=list(spec.choices), value=spec.default, elem_id=elem_id, info=info
+            )
+        return gr.Dropdown(label=spec.label, choices=list(spec.choices), value=spec.default, elem_id=elem_id)
+    if spec.kind is bool:
+        return gr.Checkbox(label=spec.label, value=spec.default, elem_id=elem_id, info=spec.help or None)
+    if spec.kind in (int, float):
+        value = spec.auto if spec.default is None and spec.auto is not None else spec.default
+        lo = spec.auto if spec.auto is not None else spec.minimum
+        step = 1 if spec.kind is int else (0.01 if spec.maximum <= 2 else 0.5)
+        return gr.Slider(label=spec.label, minimum=lo, maximum=spec.maximum, step=step, value=value, elem_id=elem_id)
+    if spec.name == "lora":
+        return gr.Textbox(label=spec.label, value=spec.default, elem_id=elem_id, placeholder=spec.help)
+    return gr.Textbox(label=spec.label, value=spec.default, elem_id=elem_id)
+
+
+class HyperSDScript(scripts.Script):
+    section = "accordions"
+    create_group = False
+
+    def __init__(self):
+        super().__init__()
+        self.prompt_box = None
+        self.size_boxes: dict[str, Any] = {}
+
+    def title(self):
+        return "Hyper-SD"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def after_component(self, component, **kwargs):
+        # Capture the tab's prompt box and size sliders: the preset buttons strip stale accelerator
+        # tags from the prompt, and the size warning's one-click fix sets the size.
+        elem_id = kwargs.get("elem_id") or ""
+        tab = "img2img" if self.is_img2img else "txt2img"
+        if elem_id == f"{tab}_prompt":
+            self.prompt_box = component
+        elif elem_id in (f"{tab}_width", f"{tab}_height"):
+            self.size_boxes[elem_id.rsplit("_", 1)[1]] = component
+
+    def ui(self, is_img2img):
+        defaults = HyperSettings().to_ui_values()
+        components = []
+        with InputAccordion(False, label="Hyper-SD", elem_id=self.elem_id("enabled")) as enabled:
+            components.append(enabled)
+            status = gr.HTML(value=status_html_idle(), elem_id=self.elem_id("status"))
+            buttons = []
+            for group, ids in presets_by_group().items():
+                with gr.Row(elem_classes="hypersd-preset-row"):
+                    gr.HTML(f'<span class="hypersd-group">{html.escape(group)}</span>')
+                    titles = preset_titles()
+                    for preset_id in ids:
+                        btn = gr.Button(
+                            titles[preset_id], size="sm", elem_id=self.elem_id(f"preset_{preset_id}"),
+                            elem_classes="hypersd-preset",
+                        )  # fmt: skip
+                        buttons.append((btn, preset_id))
+            inputs = {}
+            with gr.Row():
+                for spec in FIELDS[1:3]:
+                    inputs[spec.name] = _component(spec, is_img2img, self.elem_id(spec.name))
+            with gr.Row():
+                for spec in FIELDS[3:7]:
+                    inputs[spec.name] = _component(spec, is_img2img, self.elem_id(spec.name))
+            with gr.Row():
+                for spec in FIELDS[7:]:
+                    inputs[spec.name] = _component(spec, is_img2img, self.elem_id(spec.name))
+                fix_size = gr.Button("Set the native size", size="sm", elem_id=self.elem_id("fix_size"))
+        components.extend(inputs[spec.name] for spec in FIELDS[1:])
+        for component, spec, value in zip(components, FIELDS, defaults, strict=True):
+            # float fields keep float defaults: WebUI's API casts pasted infotext values to type(component.value)
+            component.value = float(value) if spec.kind is float and value is not None else value
+
+        self._wire_buttons(buttons, components, status)
+        self._wire_status(components, status, fix_size)
+        self.infotext_fields = [
+            PasteField(comp, _paste_reader(spec.name, comp), api=None)
+            for comp, spec in zip(components, FIELDS, strict=True)
+        ]
+        self.paste_field_names = []
+        return components
+
+    def _wire_buttons(self, buttons, components, status):
+        by_name = dict(zip([f.name for f in FIELDS], components, strict=True))
+        outputs = [by_name[n] for n in ("enabled", "preset", "steps", "cfg", "gamma", "weight")]
+        extra_in = [self.prompt_box] if self.prompt_box is not None else []
+        if extra_in:
+            outputs.append(self.prompt_box)
+        outputs.append(status)
+
+        for btn, preset_id in buttons:
+
+            def click(*values, preset_id=preset_id):
+                settings = HyperSettings().with_preset(preset_id)
+                ui = dict(zip([f.name for f in FIELDS], settings.to_ui_values(), strict=True))
+                out = [True, preset_id, ui["steps"], ui["cfg"], ui["gamma"], ui["weight"]]
+                if extra_in:
+                    prompt = values[0] or ""
+                    names = [t.name for t in loratags.find_hyper_tags(prompt)]
+                    out.append(loratags.remove_lora_tags(prompt, names) if names else prompt)
+                out.append(preview_status(settings))
+                return out
+
+            btn.click(fn=click, inputs=extra_in, outputs=outputs, show_progress=False)
+
+    def _wire_status(self, components, status, fix_size):
+        def refresh(*values):
+            try:
+                return preview_status(settings_from_args(values))
+            except HyperSettingsError as error:
+                return f'<div class="hypersd-status hypersd-error">{html.escape(str(error))}</div>'
+
+        for component in components:
+            component.change(fn=refresh, inputs=components, outputs=[status], show_progress=False)
+
+        if "width" in self.size_boxes and "height" in self.size_boxes:
+            width, height = self.size_boxes["width"], self.size_boxes["height"]
+
+            def native_size(preset_id, w, h):
+                base = host_state.model_base(shared.sd_model) or "sd15"
+                from hypersd.plan import fit_size
+                from hypersd.presets import NATIVE_SIZE
+
+                return list(fit_size(int(w), int(h), NATIVE_SIZE.get(base, (512, 512))))
+
+            fix_size.click(fn=native_size, inputs=[components[1], width, height], outputs=[width, height])
+        else:
+            fix_size.visible = False
+
+    # ------------------------------------------------------------------ generation
+
+    def process(self, p, *args):
+        xyz_preset = getattr(p, XYZ_ATTR, None)
+        try:
+            settings = settings_from_args(args)
+            if xyz_preset:
+                settings = settings.with_preset(xyz_preset)
+            if settings.enabled and settings.gamma is None and getattr(p, "eta", None) is not None:
+                # An explicit eta (the API's "eta", the X/Y/Z "Eta" axis) is TCD's gamma: it wins over the
+                # preset's recommendation, and the infotext records it so that paste restores it.
+                settings = settings.replace(gamma=float(p.eta))
+        except HyperSettingsError as error:
+            refuse(p, str(error))
+            return
+        if not settings.enabled:
+            return
+        plan = plan_for(p, settings)
+        if plan.errors:
+            refuse(p, "\n".join(plan.errors))
+            return
+        try:
+            changes = apply_plan(p, plan)
+        except HyperPlanError as error:
+            refuse(p, str(error))
+            return
+        for warning in plan.warnings:
+            log.warning(warning)
+            if hasattr(p, "comment"):
+                p.comment(warning)
+        p.hypersd_plan = plan
+        log.info("%s (%s)", plan.status, "; ".join(changes) or "nothing to change")
+
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        plan = getattr(p, "hypersd_plan", None)
+        if plan is not None and plan.enabled and plan.ok:
+            cfg1.install(p, shared.opts)
+
+
+def status_html_idle() -> str:
+    return '<div class="hypersd-status">Hyper-SD: turn on and pick a preset; nothing changes while it is off.</div>'
+
+
+def preview_status(settings: HyperSettings) -> str:
+    """The status line for the current UI values, against the loaded model and Lora folder."""
+    if not settings.enabled:
+        return status_html_idle()
+    try:
+        base = host_state.model_base(shared.sd_model)
+    except Exception:  # noqa: BLE001 - no model loaded yet
+        base = None
+    plan = make_plan(settings, base, host_state.available_loras(), [""], CurrentValues())
+    return status_html(plan)
+
+
+def _paste_reader(name: str, component: Any = None):
+    spec = next(f for f in FIELDS if f.name == name)
+
+    def read(params: dict):
+        settings = parse_infotext(params)
+        if settings is None:
+            return False if name == "enabled" else gr.update()
+        if spec.kind is float and component is not None and isinstance(component.value, int):
+            # WebUI's API casts a pasted value to type(component.value), read after this call; a default
+            # restored from ui-config.json as an int (-1) would turn gamma 0.7 into 0.
+            component.value = float(component.value)
+        return dict(zip([f.name for f in FIELDS], settings.to_ui_values(), strict=True))[name]
+
+    return read
+
+
+__all__ = ["HyperSDScript", "INFOTEXT_KEY", "PRESET_IDS"]

@@ -114,3 +114,22 @@ def test_xyz_absent_is_a_noop():
 )  # fmt: skip
 def test_model_base_from_webui_flags(flags, base):
     assert host_state.model_base(SimpleNamespace(**flags)) == base
+
+
+def test_unet_selection_is_given_back_even_after_a_failed_job():
+    from hypersd.webui import unet
+
+    opts = SimpleNamespace(data={"sd_unet": "Automatic"})
+    failed = SimpleNamespace()
+    unet.select_for(failed, opts)
+    assert opts.data["sd_unet"] == unet.UNET_LABEL
+    # the job failed: postprocess never ran; the next generation's process() restores the user's value
+    assert unet.restore_stale(opts)
+    assert opts.data["sd_unet"] == "Automatic"
+    assert not unet.restore_stale(opts)
+
+    ok = SimpleNamespace()
+    unet.select_for(ok, opts)
+    unet.restore_after(ok, opts)
+    assert opts.data["sd_unet"] == "Automatic"
+    assert not unet.restore_stale(opts)

@@ -265,7 +265,7 @@ def _missing_lora_message(preset: HyperPreset, base: str) -> str:
     if preset.hub_repo:
         renamed = "" if preset.hub_file == preset.lora_file else f", saved as {preset.lora_file}"
         origin = f" Download {preset.hub_repo} → {preset.hub_file}{renamed} into WebUI's models/Lora folder"
-        origin += " (or with the Hyper-SD downloads), then refresh the LoRA list."
+        origin += " (or in WebUI's 'Hyper-SD Models' tab, which verifies it and refreshes the LoRA list)."
     return (
         f"Hyper-SD: the preset '{preset.title}' ({BASE_LABELS.get(base, base)}) needs the LoRA "
         f"{preset.lora_file}, which is not in your Lora folder (looked for it by name, alias and hash).{origin}"

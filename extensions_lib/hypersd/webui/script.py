@@ -21,7 +21,9 @@ from hypersd.infotext import INFOTEXT_KEY, parse_infotext
 from hypersd.plan import CurrentValues, HyperPlanError, apply_plan, make_plan
 from hypersd.presets import PRESET_IDS, SAMPLER_CHOICES, preset_titles, presets_by_group
 from hypersd.settings import FIELDS, HyperSettings, HyperSettingsError
-from hypersd.webui import cfg1, host_state
+from hypersd.webui import cfg1, host_state, models_panel
+from hypersd.webui import unet as hyper_unet
+from hypersd.webui.compare_fields import MAIN_FIELDS
 from hypersd.webui.xyz import XYZ_ATTR  # set by the X/Y/Z axis "Hyper-SD preset": overrides the UI preset
 
 log = logging.getLogger("hypersd")
@@ -115,6 +117,7 @@ class HyperSDScript(scripts.Script):
         super().__init__()
         self.prompt_box = None
         self.size_boxes: dict[str, Any] = {}
+        self.main: dict[str, Any] = {}
 
     def title(self):
         return "Hyper-SD"
@@ -123,10 +126,14 @@ class HyperSDScript(scripts.Script):
         return scripts.AlwaysVisible
 
     def after_component(self, component, **kwargs):
-        # Capture the tab's prompt box and size sliders: the preset buttons strip stale accelerator
-        # tags from the prompt, and the size warning's one-click fix sets the size.
+        # Capture the tab's prompt, size, sampler, steps, CFG and seed: the preset buttons strip stale
+        # accelerator tags from the prompt, the size warning's one-click fix sets the size, and Compare
+        # renders the tab's normal settings beside the preset.
         elem_id = kwargs.get("elem_id") or ""
         tab = "img2img" if self.is_img2img else "txt2img"
+        for name in MAIN_FIELDS:
+            if elem_id == f"{tab}_{name}":
+                self.main[name] = component
         if elem_id == f"{tab}_prompt":
             self.prompt_box = component
         elif elem_id in (f"{tab}_width", f"{tab}_height"):
@@ -160,12 +167,23 @@ class HyperSDScript(scripts.Script):
                 for spec in FIELDS[7:]:
                     inputs[spec.name] = _component(spec, is_img2img, self.elem_id(spec.name))
                 fix_size = gr.Button("Set the native size", size="sm", elem_id=self.elem_id("fix_size"))
+            compare_parts = None
+            if not is_img2img:
+                with gr.Row():
+                    compare = gr.Button("Compare with normal settings", size="sm", elem_id=self.elem_id("compare"))
+                compare_info = gr.HTML(elem_id=self.elem_id("compare_info"))
+                compare_gallery = gr.Gallery(
+                    label="Hyper-SD vs normal", columns=2, height="auto", elem_id=self.elem_id("compare_gallery")
+                )
+                compare_parts = (compare, compare_info, compare_gallery)
         components.extend(inputs[spec.name] for spec in FIELDS[1:])
         for component, spec, value in zip(components, FIELDS, defaults, strict=True):
             # float fields keep float defaults: WebUI's API casts pasted infotext values to type(component.value)
             component.value = float(value) if spec.kind is float and value is not None else value
 
         self._wire_buttons(buttons, components, status)
+        if compare_parts is not None:
+            self._wire_compare(components, *compare_parts)
         self._wire_status(components, status, fix_size)
         self.infotext_fields = [
             PasteField(comp, _paste_reader(spec.name, comp), api=None)
@@ -221,9 +239,29 @@ class HyperSDScript(scripts.Script):
         else:
             fix_size.visible = False
 
+    def _wire_compare(self, components, button, info, gallery):
+        names = [n for n in MAIN_FIELDS if n in self.main]
+        inputs = list(components) + [self.main[n] for n in names]
+
+        def compare(*values):
+            from hypersd.webui.compare_ui import MainValues, run_compare
+
+            ours, main = values[: len(components)], values[len(components) :]
+            try:
+                settings = settings_from_args(ours)
+                items, summary = run_compare(settings, MainValues(**dict(zip(names, main, strict=True))))
+            except Exception as error:  # noqa: BLE001 - shown to the user instead of a silent failure
+                log.exception("Hyper-SD: compare failed")
+                return gr.update(), f'<div class="hypersd-status hypersd-error">{html.escape(str(error))}</div>'
+            return items, summary
+
+        button.click(fn=compare, inputs=inputs, outputs=[gallery, info])
+
     # ------------------------------------------------------------------ generation
 
     def process(self, p, *args):
+        if hyper_unet.restore_stale(shared.opts):
+            log.warning("Hyper-SD: gave the 'SD Unet' setting back after a 1-step-UNet job that failed")
         xyz_preset = getattr(p, XYZ_ATTR, None)
         try:
             settings = settings_from_args(args)
@@ -238,6 +276,13 @@ class HyperSDScript(scripts.Script):
             return
         if not settings.enabled:
             return
+        if settings.preset == hyper_unet.PRESET_ID:
+            problem = hyper_unet.preset_problem(shared.sd_model, models_panel.get_manager())
+            if problem:
+                refuse(p, problem)
+                return
+            # WebUI applies the selected "SD Unet" right after the scripts' process(); postprocess gives it back
+            hyper_unet.select_for(p, shared.opts)
         plan = plan_for(p, settings)
         if plan.errors:
             refuse(p, "\n".join(plan.errors))
@@ -253,6 +298,9 @@ class HyperSDScript(scripts.Script):
                 p.comment(warning)
         p.hypersd_plan = plan
         log.info("%s (%s)", plan.status, "; ".join(changes) or "nothing to change")
+
+    def postprocess(self, p, processed, *args):
+        hyper_unet.restore_after(p, shared.opts)
 
     def process_before_every_sampling(self, p, *args, **kwargs):
         plan = getattr(p, "hypersd_plan", None)

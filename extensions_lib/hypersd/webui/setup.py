@@ -18,6 +18,15 @@ def setup() -> None:
     # WebUI clears its callbacks before re-importing scripts, so these are added once per load.
     script_callbacks.on_script_unloaded(unload, name="hypersd unload")
     script_callbacks.on_before_ui(register_xyz_axis, name="hypersd xyz axis")
+    register_models(script_callbacks)
+
+
+def register_models(script_callbacks) -> None:
+    """The "Hyper-SD Models" tab and the 1-step UNet in WebUI's "SD Unet" list."""
+    from hypersd.webui import models_panel, unet
+
+    models_panel.register(script_callbacks)
+    unet.register(CHANGES, script_callbacks)
 
 
 def register_xyz_axis() -> None:

@@ -104,8 +104,9 @@ def run_compare(settings: HyperSettings, values: MainValues):
             shared.state.end()
     plan = hyper_scripts.plan
     normal_caption = f"Normal: {values.sampling}, {values.steps} steps, CFG {values.cfg_scale:g} — {normal_s:.1f} s"
+    title = plan.preset.title if plan and plan.preset else "Hyper-SD"
     hyper_caption = (
-        f"Hyper-SD {plan.preset.title if plan and plan.preset else ''}: {plan.steps} steps — {hyper_s:.1f} s"
+        f"{title}: {plan.steps if plan else '?'} steps, CFG {plan.cfg_scale if plan else '?'} — {hyper_s:.1f} s"
     )
     summary = (
         f'<div class="hypersd-status">Seed {seed}: normal {normal_s:.1f} s, Hyper-SD {hyper_s:.1f} s '

@@ -105,7 +105,12 @@ def _component(spec, is_img2img, elem_id):
         step = 1 if spec.kind is int else (0.01 if spec.maximum <= 2 else 0.5)
         return gr.Slider(label=spec.label, minimum=lo, maximum=spec.maximum, step=step, value=value, elem_id=elem_id)
     if spec.name == "lora":
-        return gr.Textbox(label=spec.label, value=spec.default, elem_id=elem_id, placeholder=spec.help)
+        # LoRAs whose metadata carries hypersd_* recommendations (our distilled ones); any name may be typed
+        choices = ["", *distilled_lora_names()]
+        return gr.Dropdown(
+            label=spec.label, choices=choices, value=spec.default, elem_id=elem_id, allow_custom_value=True,
+            info="for the 'Our distilled LoRA' preset",
+        )  # fmt: skip
     return gr.Textbox(label=spec.label, value=spec.default, elem_id=elem_id)
 
 
@@ -306,6 +311,14 @@ class HyperSDScript(scripts.Script):
         plan = getattr(p, "hypersd_plan", None)
         if plan is not None and plan.enabled and plan.ok:
             cfg1.install(p, shared.opts)
+
+
+def distilled_lora_names() -> list[str]:
+    try:
+        loras = host_state.available_loras()
+    except Exception:  # noqa: BLE001 - the Lora extension may be disabled: the field then takes typed names
+        return []
+    return sorted(name for name, info in loras.items() if any(k.startswith("hypersd_") for k in info.metadata))
 
 
 def status_html_idle() -> str:

@@ -3,7 +3,7 @@
     python benchmarks/demo_table.py [--out DIR] [--seeds 0 1] [extra demo flags...]
 
 Checks what the quick test cannot assert robustly: that the distilled students beat the teacher at 1 and
-2 steps (exit status 1 if not), and prints how TSCD compares with one-shot CD at each step count.
+2 steps (exit status 1 if the TSCD student does not), and prints how TSCD compares with one-shot CD at each step count.
 """
 
 from __future__ import annotations
@@ -43,8 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         for n in (1, 2):
             for key, name in (("tscd", "TSCD"), ("oneshot", "one-shot CD")):
                 ok = err[key][n] < err["teacher"][n]
-                failures += not ok
-                summary.append(f"seed {seed}: {name} beats the teacher at {n} step(s): {'PASS' if ok else 'FAIL'}")
+                counted = key == "tscd"  # the product; one-shot CD is the baseline and only reported
+                failures += counted and not ok
+                note = "" if counted else " (baseline, not counted)"
+                summary.append(
+                    f"seed {seed}: {name} beats the teacher at {n} step(s): {'PASS' if ok else 'FAIL'}{note}"
+                )
     print("\n" + "\n".join(summary))
     print(f"reports under {root}")
     return 1 if failures else 0

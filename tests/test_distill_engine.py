@@ -223,7 +223,8 @@ def test_single_file_checkpoint_loads_like_the_diffusers_folder(tiny, tmp_path, 
     for name, value in reference.vae.state_dict().items():
         ckpt["first_stage_model." + _vae_to_ldm(name, n_blocks)] = value
     for name, value in reference.text_encoders[0].state_dict().items():
-        ckpt["cond_stage_model.transformer." + name] = value
+        # the real ldm/WebUI layout, whatever this transformers version calls the keys
+        ckpt["cond_stage_model.transformer.text_model." + name.removeprefix("text_model.")] = value
     path = tmp_path / "house.safetensors"
     save_file({k: v.contiguous() for k, v in ckpt.items()}, str(path))
 

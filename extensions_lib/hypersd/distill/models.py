@@ -186,6 +186,20 @@ def load_diffusers_folder(path: pathlib.Path, base: str, dtype: torch.dtype = to
     return SDModel(base, unet, vae, encoders, tokenizers, str(path))
 
 
+def _align_text_model_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+    """CLIP text-model keys are ``text_model.*`` in transformers 4 (and in every ldm/WebUI checkpoint:
+    ``cond_stage_model.transformer.text_model.*``) but have no ``text_model.`` prefix in transformers 5:
+    give the converted keys the form this transformers version expects."""
+    prefix = "text_model."
+    has = any(k.startswith(prefix) for k in state)
+    wants = any(k.startswith(prefix) for k in expected)
+    if has and not wants:
+        return {k.removeprefix(prefix): v for k, v in state.items()}
+    if wants and not has:
+        return {(k if k in expected else prefix + k): v for k, v in state.items()}
+    return state
+
+
 def _instantiate(
     cls: Any, config: dict[str, Any], state: dict[str, torch.Tensor], what: str, dtype: torch.dtype
 ) -> Any:
@@ -195,6 +209,7 @@ def _instantiate(
     with init_empty_weights():
         model = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
     expected = {name for name, _ in model.named_parameters()}
+    state = _align_text_model_prefix(state, expected)
     missing = sorted(expected - set(state))
     if missing:
         raise ModelError(f"Hyper-SD: the checkpoint lacks {len(missing)} {what} weights, e.g. {missing[:3]}")

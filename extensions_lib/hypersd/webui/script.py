@@ -72,9 +72,34 @@ def plan_for(p: Any, settings: HyperSettings):
     loras = host_state.available_loras()
     plan = make_plan(settings, base, loras, prompts, current, hr_prompts=hr_prompts)
     if any("not in your Lora folder" in e for e in plan.errors):
-        # a file copied in since WebUI listed the folder: look again once before refusing
-        plan = make_plan(settings, base, host_state.available_loras(refresh=True), prompts, current, hr_prompts)
+        # A file copied in since WebUI listed the folder, or the right bytes under another name: look again
+        # once, recognising the preset's catalog files by sha256 (size-matched candidates only, hashes cached).
+        loras = host_state.available_loras(refresh=True)
+        loras, known = _recognise_by_hash(settings.preset, base, loras)
+        plan = make_plan(settings, base, loras, prompts, current, hr_prompts, known_hashes=known)
     return plan
+
+
+def _recognise_by_hash(preset_id: str, base: str | None, loras: dict):
+    import dataclasses
+    import os
+
+    from hypersd.catalog import entries_for_preset
+
+    known: dict[str, list[str]] = {}
+    try:
+        manager = models_panel.get_manager()
+        for entry in entries_for_preset(preset_id, base):
+            if entry.kind != "lora" or not entry.sha256:
+                continue
+            known[entry.local_filename] = [entry.sha256]
+            path = manager.find_present(entry)
+            stem = os.path.splitext(os.path.basename(str(path)))[0] if path else None
+            if stem in loras:
+                loras[stem] = dataclasses.replace(loras[stem], sha256=entry.sha256)
+    except Exception:  # noqa: BLE001 - recognition by hash is a bonus; the missing-file message still stands
+        log.exception("Hyper-SD: could not look for the LoRA by hash")
+    return loras, known
 
 
 def status_html(plan) -> str:

@@ -189,3 +189,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         if self.command != "HEAD":
             self.wfile.write(body)
+
+
+def isolate_hub_env(monkeypatch) -> None:
+    """No hub endpoint, token, offline flag or proxy from the developer's environment reaches a test."""
+    from hypersd import download
+
+    for name in ("HF_ENDPOINT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("no_proxy", "")
+    monkeypatch.setattr(download, "_stored_token", lambda: None)  # never a developer's real token

@@ -5,7 +5,7 @@ import threading
 import time
 
 import pytest
-from hubstub import HubStub
+from hubstub import HubStub, isolate_hub_env
 
 import hypersd.download as download
 from hypersd.catalog import CatalogEntry, file_url
@@ -61,12 +61,7 @@ def make_entry(entry_id, data, *, sha256="data", verified="A", size="data", exac
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in ("HF_ENDPOINT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("no_proxy", "")
-    monkeypatch.setattr(download, "_stored_token", lambda: None)  # never a developer's real token
+    isolate_hub_env(monkeypatch)
 
 
 @pytest.fixture

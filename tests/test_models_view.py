@@ -2,7 +2,7 @@ import hashlib
 import os
 
 import pytest
-from hubstub import HubStub
+from hubstub import HubStub, isolate_hub_env
 
 import hypersd.download as download
 from hypersd import models_view
@@ -16,12 +16,7 @@ WAIT = 10.0
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in ("HF_ENDPOINT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("no_proxy", "")
-    monkeypatch.setattr(download, "_stored_token", lambda: None)
+    isolate_hub_env(monkeypatch)
 
 
 def entry_for(entry_id, data, *, sha256="data", verified="A", exact=True, kind="lora", base="sdxl"):

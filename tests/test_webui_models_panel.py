@@ -7,9 +7,8 @@ from types import ModuleType, SimpleNamespace
 
 import pytest
 import torch
-from hubstub import HubStub
+from hubstub import HubStub, isolate_hub_env
 
-import hypersd.download as download
 from hypersd.catalog import CATALOG, CatalogEntry
 from hypersd.download import DownloadManager
 from hypersd.filehash import HashCache
@@ -20,12 +19,7 @@ REPO = "test-org/test-repo"
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in ("HF_ENDPOINT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("no_proxy", "")
-    monkeypatch.setattr(download, "_stored_token", lambda: None)
+    isolate_hub_env(monkeypatch)
 
 
 def entry_for(entry_id, data, kind="lora"):

@@ -14,6 +14,7 @@ from hypersd.plan import (
     find_lora,
     fit_size,
     make_plan,
+    newest_distilled_lora,
     settings_from_prompt_tags,
 )
 from hypersd.settings import HyperSettings
@@ -284,10 +285,27 @@ def test_distilled_lora_takes_its_recipe_from_metadata():
     apply_plan(p, plan)
     assert p.all_prompts == ["a <lora:house_tscd:1> cat #0"]  # its alias tag was replaced, not doubled
     assert "hypersd_*" in plan_for(p, ON.replace(preset="distilled", lora="plain"), available=available).errors[0]
-    assert "pick it" in plan_for(p, ON.replace(preset="distilled"), available=available).errors[0]
+    unpicked = plan_for(StandInP(), ON.replace(preset="distilled"), available=available)
+    assert unpicked.lora_name == "house_tscd" and "newest distilled LoRA, house_tscd" in " ".join(unpicked.notes)
+    none_for_sd15 = plan_for(StandInP(), ON.replace(preset="distilled"), base="sd15", available=available)
+    assert "no distilled LoRA for this model type" in none_for_sd15.errors[0]
     assert "not in your Lora folder" in plan_for(p, ON.replace(preset="distilled", lora="nope")).errors[0]
     wrong_base = plan_for(p, ON.replace(preset="distilled", lora="house_tscd"), base="sd15", available=available)
     assert "is for SDXL" in wrong_base.errors[0]
+
+
+def test_the_newest_whole_run_is_the_default_distilled_lora():
+    meta = {"hypersd_steps": "1", "hypersd_base": "sd15"}
+    old = LoraInfo("house-v1", metadata=meta, mtime=100.0)
+    new = LoraInfo("house-v2", metadata=meta, mtime=200.0)
+    stage = LoraInfo("house-v2-2step", metadata={**meta, "hypersd_steps": "2"}, mtime=300.0)  # a stage file
+    other_base = LoraInfo("xl-house", metadata={**meta, "hypersd_base": "sdxl"}, mtime=400.0)
+    plain = LoraInfo("style", metadata={"ss_base_model_version": "sd_v1"}, mtime=500.0)
+    assert newest_distilled_lora([old, new, stage, other_base, plain], "sd15") is new
+    assert newest_distilled_lora([old, stage], "sd15") is old
+    assert newest_distilled_lora([stage], "sd15") is stage  # only stage files: the newest of them
+    assert newest_distilled_lora([plain, other_base], "sd15") is None
+    assert newest_distilled_lora([old, other_base], "sdxl") is other_base
 
 
 def test_infotext_round_trip_restores_the_same_plan():

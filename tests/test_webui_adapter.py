@@ -116,20 +116,42 @@ def test_model_base_from_webui_flags(flags, base):
     assert host_state.model_base(SimpleNamespace(**flags)) == base
 
 
-def test_unet_selection_is_given_back_even_after_a_failed_job():
+def _webui_process_images(p, opts, inner):
+    """WebUI v1.10.1 processing.process_images, its override-settings part (lines 819-855), transcribed."""
+    stored = {k: opts.data[k] for k in p.override_settings if k in opts.data}
+    try:
+        for k, v in p.override_settings.items():
+            opts.data[k] = v
+        return inner()
+    finally:
+        if p.override_settings_restore_afterwards:
+            for k, v in stored.items():
+                opts.data[k] = v
+
+
+@pytest.mark.parametrize("saved", [{"sd_unet": "Automatic"}, {"sd_unet": "my-trt-unet"}, {}])
+def test_unet_selection_is_given_back_even_after_a_failed_job(saved):
     from hypersd.webui import unet
 
-    opts = SimpleNamespace(data={"sd_unet": "Automatic"})
-    failed = SimpleNamespace()
-    unet.select_for(failed, opts)
-    assert opts.data["sd_unet"] == unet.UNET_LABEL
-    # the job failed: postprocess never ran; the next generation's process() restores the user's value
-    assert unet.restore_stale(opts)
-    assert opts.data["sd_unet"] == "Automatic"
-    assert not unet.restore_stale(opts)
+    opts = SimpleNamespace(data=dict(saved), get_default=lambda key: "Automatic")
+    user_value = saved.get("sd_unet", "Automatic")
+    during = []
 
-    ok = SimpleNamespace()
-    unet.select_for(ok, opts)
-    unet.restore_after(ok, opts)
-    assert opts.data["sd_unet"] == "Automatic"
-    assert not unet.restore_stale(opts)
+    def failing():
+        during.append(opts.data["sd_unet"])
+        raise RuntimeError("out of memory")
+
+    p = SimpleNamespace(override_settings={"CLIP_stop_at_last_layers": 2}, override_settings_restore_afterwards=True)
+    opts.data["CLIP_stop_at_last_layers"] = 1
+    unet.select_for(p, opts)
+    assert p.override_settings == {"CLIP_stop_at_last_layers": 2, "sd_unet": unet.UNET_LABEL}  # the user's kept
+    with pytest.raises(RuntimeError):
+        _webui_process_images(p, opts, failing)
+    assert during == [unet.UNET_LABEL]
+    assert opts.data["sd_unet"] == user_value and opts.data["CLIP_stop_at_last_layers"] == 1
+
+    # a job that keeps its overrides (API: override_settings_restore_afterwards false) still gives ours back
+    keep = SimpleNamespace(override_settings={}, override_settings_restore_afterwards=False)
+    unet.select_for(keep, opts)
+    _webui_process_images(keep, opts, lambda: unet.restore_after(keep, opts))  # postprocess runs inside
+    assert opts.data["sd_unet"] == user_value and not hasattr(keep, unet.PREVIOUS_ATTR)

@@ -195,20 +195,20 @@ def test_unet_option_refuses_sd15_and_missing_file():
         option_class().create_unet().activate()
 
 
-def test_select_for_and_restore_after_keep_the_users_setting():
+def test_select_for_is_an_override_that_remembers_the_users_setting():
     opts = SimpleNamespace(data={"sd_unet": "Automatic"})
-    p = SimpleNamespace()
+    p = SimpleNamespace(override_settings={}, override_settings_restore_afterwards=True)
     unet.select_for(p, opts)
-    unet.select_for(p, opts)  # twice (e.g. hires pass) still remembers the user's value
-    assert opts.data["sd_unet"] == unet.UNET_LABEL
+    unet.select_for(p, opts)  # twice (e.g. hires pass): still one override, the user's value remembered
+    assert p.override_settings == {"sd_unet": unet.UNET_LABEL}
+    assert opts.data["sd_unet"] == "Automatic"  # WebUI sets it for the job, not us
+    assert getattr(p, unet.PREVIOUS_ATTR) == "Automatic"
     unet.restore_after(p, opts)
-    assert opts.data["sd_unet"] == "Automatic" and not hasattr(p, unet.PREVIOUS_ATTR)
+    assert not hasattr(p, unet.PREVIOUS_ATTR) and opts.data["sd_unet"] == "Automatic"
     unet.restore_after(p, opts)  # nothing selected: nothing changes
-    assert opts.data["sd_unet"] == "Automatic"
     empty = SimpleNamespace(data={})
-    unet.select_for(p, empty)
-    unet.restore_after(p, empty)
-    assert empty.data["sd_unet"] == "Automatic"
+    unet.select_for(SimpleNamespace(), empty)
+    assert empty.data == {"sd_unet": "Automatic"}  # present, so that WebUI stores and restores it
 
 
 def test_lora_backups_are_undone_before_a_swap():

@@ -118,6 +118,35 @@ def test_schedule_functions_follow_webuis_contract(n):
         assert out[:-1].tolist() == [table[t].item() for t in timesteps]
 
 
+class LCMGridModel:
+    """WebUI's LCM sampler's inner_model (sd_samplers_lcm.LCMCompVisDenoiser): its sigma table holds only LCM's
+    50-point grid t = 19, 39, …, 999; the model (with its 1000 ᾱ) is its ``inner_model``."""
+
+    def __init__(self):
+        acp = schedules.alphas_cumprod().float()
+        self.inner_model = SimpleNamespace(alphas_cumprod=acp)
+        self.sigmas = ((1 - acp[19::20]) / acp[19::20]) ** 0.5  # the denoiser's own formula, on its grid
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_schedules_index_by_timestep_also_under_webuis_lcm_sampler(n):
+    """Found on an SDXL model: the 1-step UNet preset (LCM sampler, t=800) failed with "timesteps [800] fall
+    outside the model's table of 50"."""
+    host = make_host()
+    register_all(host, HostChanges())
+    lcm = LCMGridModel()
+    acp = lcm.inner_model.alphas_cumprod
+    compvis = SimpleNamespace(sigmas=((1 - acp) / acp) ** 0.5)  # k-diffusion's DiscreteSchedule, same float32 ᾱ
+    assert len(lcm.sigmas) == 50 and torch.equal(lcm.sigmas, compvis.sigmas[19::20])
+    for label in ("Trailing", "TCD", "Hyper 1-step (t=800)"):
+        sched = host.sd_schedulers.schedulers_map[label]
+        got = sched.function(n=n, inner_model=lcm, device=torch.device("cpu"))
+        want = sched.function(n=n, inner_model=compvis, device=torch.device("cpu"))
+        assert torch.equal(got, want), label
+    hyper = host.sd_schedulers.schedulers_map["Hyper 1-step (t=800)"].function(n=1, inner_model=lcm)
+    assert hyper.tolist() == [compvis.sigmas[800].item(), 0.0]
+
+
 def test_gamma_flows_through_webuis_eta_plumbing():
     host = make_host()
     register_all(host, HostChanges())

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -58,6 +60,7 @@ class LoraInfo:
     metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
     hash: str = ""  # WebUI's LoRA hash (sha256 after the safetensors header, "addnet"), full or short
     sha256: str = ""  # the whole file's sha256, when known
+    mtime: float = 0.0  # file modification time (newest distilled LoRA first); 0 when unknown
 
     @property
     def model_base(self) -> str | None:
@@ -72,6 +75,10 @@ class LoraInfo:
         metadata = dict(getattr(net, "metadata", None) or {})
         version = getattr(getattr(net, "sd_version", None), "name", "")
         base = {"SDXL": "sdxl", "SD2": "sd2"}.get(version)
+        try:
+            mtime = os.path.getmtime(getattr(net, "filename", "") or "")
+        except OSError:
+            mtime = 0.0
         return cls(
             name=net.name,
             alias=getattr(net, "alias", "") or "",
@@ -80,6 +87,7 @@ class LoraInfo:
             metadata=metadata,
             hash=getattr(net, "hash", "") or "",
             sha256=sha256,
+            mtime=mtime,
         )
 
 
@@ -177,6 +185,23 @@ def _loras(available: Mapping[str, LoraInfo] | Iterable[LoraInfo] | None) -> lis
     if available is None:
         return []
     return list(available.values()) if isinstance(available, Mapping) else list(available)
+
+
+def newest_distilled_lora(
+    available: Mapping[str, LoraInfo] | Iterable[LoraInfo] | None, base: str | None
+) -> LoraInfo | None:
+    """The most recently written LoRA with ``hypersd_*`` metadata for ``base`` (whole runs before stage files)."""
+    candidates = []
+    for info in _loras(available):
+        meta = info.metadata
+        if not any(k.startswith("hypersd_") for k in meta):
+            continue
+        lora_base = str(meta.get("hypersd_base", "")).lower() or info.model_base
+        if base is not None and lora_base not in (None, "", base):
+            continue
+        stage_file = re.search(r"-\d+step$", info.name) is not None
+        candidates.append((not stage_file, info.mtime, info.name, info))
+    return max(candidates, key=lambda c: c[:3])[3] if candidates else None
 
 
 def find_lora(
@@ -341,9 +366,19 @@ def make_plan(
     # --- the preset row
     lora_info: LoraInfo | None = None
     if settings.preset == "distilled":
-        if not settings.lora:
-            return _refused(settings, ["Hyper-SD: the 'distilled' preset needs a LoRA: pick it in the accordion"])
-        lora_info = find_lora(available_loras, settings.lora)
+        if settings.lora:
+            lora_info = find_lora(available_loras, settings.lora)
+        else:
+            lora_info = newest_distilled_lora(available_loras, base)
+            if lora_info is None:
+                return _refused(
+                    settings,
+                    [
+                        "Hyper-SD: no distilled LoRA for this model type in your Lora folder: train one in the "
+                        "Hyper-SD Train tab, or pick a LoRA in the accordion's LoRA field"
+                    ],
+                )
+            notes.append(f"using the newest distilled LoRA, {lora_info.name} (pick another in the LoRA field)")
         if lora_info is None:
             return _refused(settings, [f"Hyper-SD: the LoRA {settings.lora!r} is not in your Lora folder"])
         try:

@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="output name: <output-dir>/<out>.safetensors and <out>-<k>step.safetensors")
     p.add_argument("--output-dir", dest="output_dir")
+    p.add_argument(
+        "--work-dir", dest="work_dir", help="where <out>.run/ (log, checkpoints, samples) goes; default --output-dir"
+    )
     p.add_argument("--config", help="JSON or TOML file with settings (flat, or under [distill])")
     p.add_argument("--preset", choices=sorted(PRESETS))
     p.add_argument("--resume", action="store_true", help="continue the run of the same --out from its last checkpoint")
@@ -74,11 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-prompts", dest="sample_prompts", help="'|'-separated prompts for the per-stage grids")
     p.add_argument("--export-ema", dest="export_ema", action="store_const", const=True)
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (the JSON-lines log is always written)")
+    p.add_argument(
+        "--stop-file", dest="stop_file", help="stop like Ctrl-C (checkpoint, exit 130) as soon as this file exists"
+    )
     p.add_argument("--stop-after-steps", type=int, help=argparse.SUPPRESS)  # tests: behave as if Ctrl-C came
     return p
 
 
-_NOT_CONFIG = {"config", "preset", "resume", "overwrite", "no_progress", "stop_after_steps"}
+_NOT_CONFIG = {"config", "preset", "resume", "overwrite", "no_progress", "stop_after_steps", "stop_file"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = threading.Event()
     previous = None
+    stop_file = args.stop_file
+
+    def stop_requested() -> bool:
+        # the stop file works on every platform and for every accelerate process (WebUI's Train tab uses it)
+        return stop.is_set() or bool(stop_file and os.path.exists(stop_file))
 
     def on_sigint(_signum: int, _frame: Any) -> None:
         if stop.is_set():  # a second Ctrl-C: give up at once
@@ -112,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg,
                 resume=args.resume,
                 overwrite=args.overwrite,
-                stop_requested=stop.is_set,
+                stop_requested=stop_requested,
                 progress=not args.no_progress,
                 stop_after_steps=args.stop_after_steps,
             )

@@ -30,6 +30,7 @@ class DistillConfig:
     data: str | None = None  # image folder, kohya N_name/ folder, metadata.jsonl folder, or a prompt list (.txt)
     out: str = "hypersd-distilled"
     output_dir: str = "output"
+    work_dir: str | None = None  # where <out>.run/ (log, checkpoints, samples) lives; None: output_dir
     base: str = "auto"  # "auto" detects from the weights; "sd15"/"sdxl" refuses a model of the other kind
     tokenizer: str | None = None  # folder with tokenizer files (single-file models); else the local HF cache
 

@@ -60,10 +60,11 @@ class Interrupted(RuntimeError):
 class RunPaths:
     output_dir: pathlib.Path
     name: str
+    work_dir: pathlib.Path | None = None  # the run folder's parent; None: output_dir
 
     @property
     def run_dir(self) -> pathlib.Path:
-        return self.output_dir / f"{self.name}.run"
+        return (self.work_dir or self.output_dir) / f"{self.name}.run"
 
     @property
     def final_lora(self) -> pathlib.Path:
@@ -83,17 +84,16 @@ class RunPaths:
 # --------------------------------------------------------------------------------------------- the run
 
 
-def _free_disk_check(paths: RunPaths, n_lora_params: int, n_stages: int) -> None:
-    lora_bytes = n_lora_params * 2
-    ckpt_bytes = n_lora_params * 4 * 5
-    need = lora_bytes * (n_stages + 1) + 2 * ckpt_bytes + 64 * 2**20
+def _free_disk_check(paths: RunPaths, n_lora_params: int, n_stages: int, adversarial: bool) -> None:
+    """The Train tab's preflight estimate (hypersd.train.estimate), checked again with the real parameter count."""
+    from hypersd.train.estimate import check_disk, disk_needed_for
+
+    need = disk_needed_for(n_lora_params, n_stages, adversarial)
     paths.output_dir.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(paths.output_dir).free
-    if free < need:
-        raise TrainingError(
-            f"Hyper-SD: not enough disk space in {paths.output_dir}: {free / 2**20:.0f} MiB free, "
-            f"about {need / 2**20:.0f} MiB needed for the stage LoRAs and checkpoints"
-        )
+    for folder in {paths.output_dir, paths.run_dir.parent}:
+        message = check_disk(folder, need)
+        if message:
+            raise TrainingError(message)
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -134,7 +134,7 @@ def run_distillation(
             "(accelerate's --cpu flag starts a single process unless MPI is configured)"
         )
     device = accelerator.device
-    paths = RunPaths(pathlib.Path(cfg.output_dir), cfg.out)
+    paths = RunPaths(pathlib.Path(cfg.output_dir), cfg.out, pathlib.Path(cfg.work_dir) if cfg.work_dir else None)
     existing = ckpt.latest_checkpoint(paths.run_dir) if paths.run_dir.exists() else None
     if resume and existing is None:
         raise TrainingError(f"Hyper-SD: --resume given but {paths.run_dir} holds no checkpoint; start without --resume")
@@ -204,7 +204,9 @@ def run_distillation(
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     ema = [p.detach().clone() for p in params]
-    _free_disk_check(paths, sum(p.numel() for p in params), len(cfg.stages))  # every rank: all must stop together
+    _free_disk_check(
+        paths, sum(p.numel() for p in params), len(cfg.stages), cfg.adversarial
+    )  # every rank: all must stop together
     optimizer = _make_optimizer(cfg, params)
     disc = disc_opt = None
     if cfg.adversarial:

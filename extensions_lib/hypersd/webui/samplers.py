@@ -51,13 +51,29 @@ SCHEDULES = (
 )
 
 
+def per_timestep_sigmas(inner_model: Any):
+    """The model's sigma at every training timestep, indexed by timestep.
+
+    k-diffusion's CompVisDenoiser (most samplers) holds exactly that table. WebUI's LCM sampler wraps the model in
+    an ``LCMCompVisDenoiser`` whose table holds only LCM's 50-point grid (t = 19, 39, … 999), so the full table is
+    rebuilt from the model's ᾱ with the same formula (the values agree wherever both have an entry); that sampler
+    then runs each sigma at its nearest grid timestep (the 1-step UNet's t=800 at 799).
+    """
+    table = inner_model.sigmas
+    acp = getattr(getattr(inner_model, "inner_model", None), "alphas_cumprod", None)
+    if acp is not None and len(acp) > len(table):
+        acp = acp.detach().to("cpu", table.dtype)
+        table = ((1 - acp) / acp) ** 0.5
+    return table
+
+
 def make_schedule_function(spec: ScheduleSpec):
     """A WebUI schedule: ``fn(n, sigma_min, sigma_max, inner_model, device)`` → n+1 sigmas ending in 0."""
 
     def schedule(n, sigma_min=None, sigma_max=None, inner_model=None, device=None):
         if inner_model is None:
             raise RuntimeError(f"Hyper-SD: the {spec.label} schedule needs the model's sigma table (inner_model)")
-        table = inner_model.sigmas
+        table = per_timestep_sigmas(inner_model)
         sigmas = schedules.timesteps_to_sigmas(spec.timesteps(int(n), len(table)), table)
         return sigmas.to(device) if device is not None else sigmas
 

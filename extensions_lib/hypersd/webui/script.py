@@ -289,9 +289,21 @@ class HyperSDScript(scripts.Script):
 
     # ------------------------------------------------------------------ generation
 
+    def before_process(self, p, *args):
+        # The 1-step UNet is selected as an override setting, which WebUI reads right here (process_images) and
+        # gives back when the job ends, failed or not; process() refuses the job when the UNet cannot run.
+        try:
+            settings = settings_from_args(args)
+        except HyperSettingsError:
+            return  # process() refuses with the message
+        xyz_preset = getattr(p, XYZ_ATTR, None)
+        if xyz_preset:
+            settings = settings.with_preset(xyz_preset)
+        unet_preset = settings.enabled and settings.preset == hyper_unet.PRESET_ID
+        if unet_preset and hyper_unet.preset_problem(shared.sd_model, models_panel.get_manager()) is None:
+            hyper_unet.select_for(p, shared.opts)
+
     def process(self, p, *args):
-        if hyper_unet.restore_stale(shared.opts):
-            log.warning("Hyper-SD: gave the 'SD Unet' setting back after a 1-step-UNet job that failed")
         xyz_preset = getattr(p, XYZ_ATTR, None)
         try:
             settings = settings_from_args(args)
@@ -311,8 +323,6 @@ class HyperSDScript(scripts.Script):
             if problem:
                 refuse(p, problem)
                 return
-            # WebUI applies the selected "SD Unet" right after the scripts' process(); postprocess gives it back
-            hyper_unet.select_for(p, shared.opts)
         plan = plan_for(p, settings)
         if plan.errors:
             refuse(p, "\n".join(plan.errors))

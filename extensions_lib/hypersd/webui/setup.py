@@ -22,10 +22,11 @@ def setup() -> None:
 
 
 def register_models(script_callbacks) -> None:
-    """The "Hyper-SD Models" tab and the 1-step UNet in WebUI's "SD Unet" list."""
-    from hypersd.webui import models_panel, unet
+    """The "Hyper-SD Models" and "Hyper-SD Train" tabs and the 1-step UNet in WebUI's "SD Unet" list."""
+    from hypersd.webui import models_panel, train_tab, unet
 
     models_panel.register(script_callbacks)
+    train_tab.register(script_callbacks)
     unet.register(CHANGES, script_callbacks)
 
 

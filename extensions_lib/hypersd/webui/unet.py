@@ -134,36 +134,31 @@ def preset_problem(sd_model: Any, manager: Any) -> str | None:
     return None
 
 
-#: The user's "SD Unet" value while a 1-step-UNet job runs.  Kept beside ``p`` as well, because a job
-#: that fails never reaches ``postprocess``: the next generation's ``process`` gives the setting back.
-_PENDING: dict[str, Any] = {}
-
-
 def select_for(p: Any, opts: Any) -> None:
-    """Make WebUI's ``apply_unet()`` (which runs after the scripts' ``process``) pick our UNet for this job."""
+    """Make WebUI use our UNet for this job only, as an override setting (call from ``before_process``).
+
+    ``process_images`` stores the overridden options before the job and gives them back in its ``finally`` block,
+    so the user's "SD Unet" comes back even when the job fails, and a settings save in between never persists ours
+    (found in a real WebUI: a failed job followed by an options save kept the 1-step UNet selected for good).
+    WebUI stores only keys already in ``opts.data``: the current value is put there first.
+    """
+    if "sd_unet" not in opts.data:
+        default = opts.get_default("sd_unet") if hasattr(opts, "get_default") else None
+        opts.data["sd_unet"] = default or "Automatic"
     if not hasattr(p, PREVIOUS_ATTR):
-        previous = _PENDING.get("previous", opts.data.get("sd_unet", "Automatic"))
-        setattr(p, PREVIOUS_ATTR, previous)
-        _PENDING["previous"] = previous
-    opts.data["sd_unet"] = UNET_LABEL
+        setattr(p, PREVIOUS_ATTR, opts.data["sd_unet"])
+    p.override_settings = {**(getattr(p, "override_settings", None) or {}), "sd_unet": UNET_LABEL}
 
 
 def restore_after(p: Any, opts: Any) -> None:
-    """Give the user's "SD Unet" setting back (the next generation's ``apply_unet()`` then restores the weights)."""
+    """A job that asked WebUI to keep its overrides (``override_settings_restore_afterwards`` false) still gives
+    the user's "SD Unet" back: that override was ours, not theirs."""
     previous = getattr(p, PREVIOUS_ATTR, None)
     if previous is None:
         return
-    opts.data["sd_unet"] = previous
+    if not getattr(p, "override_settings_restore_afterwards", True):
+        opts.data["sd_unet"] = previous
     delattr(p, PREVIOUS_ATTR)
-    _PENDING.clear()
-
-
-def restore_stale(opts: Any) -> bool:
-    """Undo a selection left behind by a job that failed before ``postprocess``; True if one was undone."""
-    if "previous" not in _PENDING:
-        return False
-    opts.data["sd_unet"] = _PENDING.pop("previous")
-    return True
 
 
 # ------------------------------------------------------------------------------------------------ WebUI wiring

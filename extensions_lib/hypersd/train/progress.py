@@ -1,0 +1,269 @@
+"""Follow the training engine's JSON-lines log (``<run>/log.jsonl``) and turn it into progress for the UI.
+
+Events (hypersd.distill.engine.run_distillation and distill.cache.build_cache), each with ``time``: start, cache,
+cached, resume, step, checkpoint, export, stage_end, interrupted, done, error. A session logs ``start`` once the
+model is loaded, ``cache`` while it encodes, ``cached``, then ``resume`` when it continues a checkpoint. Sessions
+append to the same log; a run started again with ``--overwrite`` deletes and recreates it; the last line may be
+partial while it is being written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+ETA_WINDOW = 50  # the most recent step records of the current session that give the rate
+HEAD_BYTES = 64  # the start of the log, remembered to notice a file replaced in place (same inode, longer)
+_RECORD_START = b'{"time"'  # every engine record starts like this: recovers a record glued to a torn line
+
+
+@dataclass
+class TrainProgress:
+    phase: str = "starting"  # starting | caching | training | done | interrupted | error
+    base: str | None = None  # "sd15" | "sdxl"
+    stages: tuple[int, ...] = ()
+    steps_per_stage: int = 0
+    total_steps: int = 0
+    step: int = 0  # global step, 1-based; 0 before the first
+    stage: int | None = None  # the current stage's k
+    stage_index: int = 0  # 1-based position of ``stage`` in ``stages``; 0 when unknown
+    loss: float | None = None  # the last logged loss
+    losses: list[tuple[int, float, int]] = field(default_factory=list)  # (step, loss, k) of the whole run
+    stage_ends: list[tuple[int, int]] = field(default_factory=list)  # (k, global step)
+    last_checkpoint: tuple[int, str] | None = None  # (global step, folder)
+    exports: list[str] = field(default_factory=list)
+    final: str | None = None
+    error: str | None = None
+    samples_per_s: float | None = None
+    eta_seconds: float | None = None
+    updated: float | None = None  # the ``time`` of the last record
+    cache: tuple[str, int, int] | None = None  # (what, done, of) while caching
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def stage_at(step: int, stages: tuple[int, ...], steps_per_stage: int) -> int | None:
+    """The k of the stage that the step after ``step`` belongs to (the stage a resumed run continues)."""
+    if not stages or steps_per_stage <= 0:
+        return None
+    return stages[min(max(step, 0) // steps_per_stage, len(stages) - 1)]
+
+
+def progress_from_records(records: Iterable[dict[str, Any]]) -> TrainProgress:
+    """The progress after ``records`` (the log's lines, oldest first).
+
+    A resume drops what was logged after its checkpoint's step (the resumed run logs those steps again); a
+    session that starts without a resume (a run folder without a checkpoint) starts the curve again at its first
+    step. The ETA uses only the current session's step records: a pause between sessions is not a slow step.
+    """
+    p = TrainProgress()
+    by_step: dict[int, tuple[float, int]] = {}
+    stage_ends: dict[int, int] = {}  # k -> global step
+    exports: dict[str, None] = {}  # ordered set: a re-run stage exports the same path again
+    session: list[tuple[float, int]] = []  # (time, step) of the current session's step records
+    new_run = False  # a "start" without "resume" so far: its first step begins the run again
+    for rec in records:
+        if not isinstance(rec, dict):
+            continue
+        event = rec.get("event")
+        time = _float(rec.get("time"))
+        if time is not None:
+            p.updated = time
+        if event == "start":
+            config = rec.get("config") or {}
+            p.stages = tuple(_int(k) for k in config.get("stages") or ())
+            p.steps_per_stage = _int(config.get("steps_per_stage"))
+            p.total_steps = p.steps_per_stage * len(p.stages)
+            p.base = rec.get("base", p.base)
+            p.phase, p.error, p.final, p.cache, p.eta_seconds = "caching", None, None, None, None
+            session, new_run = [], True
+        elif event == "cache":
+            p.phase = "caching"
+            p.cache = (str(rec.get("what", "")), _int(rec.get("done")), _int(rec.get("of")))
+        elif event == "cached":
+            p.phase, p.cache = "training", None
+        elif event == "resume":
+            p.step = _int(rec.get("global_step"), p.step)
+            by_step = {s: v for s, v in by_step.items() if s <= p.step}
+            stage_ends = {k: s for k, s in stage_ends.items() if s <= p.step}
+            p.last_checkpoint = (p.step, str(rec.get("from", "")))
+            p.phase, p.stage, p.cache = "training", None, None
+            session, new_run = [], False
+        elif event == "step":
+            step = _int(rec.get("step"), -1)
+            if step < 0:
+                continue
+            if new_run:
+                by_step, stage_ends, exports, p.last_checkpoint = {}, {}, {}, None
+                new_run = False
+            loss = _float(rec.get("loss"))
+            k = _int(rec.get("stage"))
+            by_step[step] = (math.nan if loss is None else loss, k)
+            p.step, p.loss, p.stage, p.phase = step, loss, k, "training"
+            p.samples_per_s = _float(rec.get("samples_per_s"))
+            if time is not None:
+                session.append((time, step))
+        elif event == "checkpoint":
+            p.last_checkpoint = (_int(rec.get("global_step")), str(rec.get("path", "")))
+        elif event == "export":
+            exports[str(rec.get("path", ""))] = None
+        elif event == "stage_end":
+            stage_ends[_int(rec.get("stage"))] = _int(rec.get("global_step"))
+        elif event == "interrupted":
+            p.phase = "interrupted"
+            p.step = _int(rec.get("global_step"), p.step)
+        elif event == "done":
+            p.phase = "done"
+            p.step = _int(rec.get("global_step"), p.step)
+            final = rec.get("final")
+            p.final = str(final) if final else None
+        elif event == "error":
+            p.phase, p.error = "error", str(rec.get("message") or "unknown error")
+    p.losses = [(s, loss, k) for s, (loss, k) in sorted(by_step.items())]
+    p.stage_ends = sorted(((k, s) for k, s in stage_ends.items()), key=lambda item: item[1])
+    p.exports = list(exports)
+    if p.stage is None:
+        p.stage = stage_at(p.step, p.stages, p.steps_per_stage)
+    if p.stage is not None and p.stage in p.stages:
+        p.stage_index = p.stages.index(p.stage) + 1
+    p.eta_seconds = _eta(session[-ETA_WINDOW:], p) if p.phase == "training" else None
+    return p
+
+
+def _eta(recent: list[tuple[float, int]], p: TrainProgress) -> float | None:
+    if len(recent) < 2 or not p.total_steps:
+        return None
+    (t0, s0), (t1, s1) = recent[0], recent[-1]
+    if t1 <= t0 or s1 <= s0:
+        return None
+    steps_per_second = (s1 - s0) / (t1 - t0)
+    return max(0.0, (p.total_steps - p.step) / steps_per_second)
+
+
+def _parse_line(line: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        # a line torn by a killed writer, with the next session's record appended to it: keep that record
+        start = line.rfind(_RECORD_START)
+        if start <= 0:
+            return None
+        try:
+            record = json.loads(line[start:])
+        except ValueError:
+            return None
+    return record if isinstance(record, dict) else None
+
+
+class LogFollower:
+    """Reads only what was appended since the last :meth:`poll`; starts again when the file is replaced.
+
+    A trailing line without its newline is kept for the next poll. The log counts as replaced when its inode
+    changes, when it shrinks, or when its first bytes differ (a new file that reuses the inode and is longer).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = pathlib.Path(path)
+        self._offset = 0
+        self._inode: int | None = None
+        self._head = b""
+        self._partial = b""
+        self._records: list[dict[str, Any]] = []
+        self._progress: TrainProgress | None = None
+
+    def _reset(self, inode: int | None) -> None:
+        self._offset, self._inode, self._head, self._partial = 0, inode, b"", b""
+        self._records, self._progress = [], None
+
+    def poll(self) -> TrainProgress:
+        try:
+            handle = open(self.path, "rb")  # noqa: SIM115 - closed below; a missing file is not an error here
+        except OSError:
+            self._reset(None)
+            return TrainProgress()
+        with handle:
+            stat = os.fstat(handle.fileno())
+            head = handle.read(len(self._head)) if self._head else b""
+            if stat.st_ino != self._inode or stat.st_size < self._offset or head != self._head:
+                self._reset(stat.st_ino)
+            handle.seek(self._offset)
+            chunk = handle.read()
+        if self._offset == 0:
+            self._head = chunk[:HEAD_BYTES]
+        self._offset += len(chunk)
+        if chunk or self._progress is None:
+            lines = (self._partial + chunk).split(b"\n")
+            self._partial = lines.pop()  # b"" after a complete line
+            self._records += [r for r in map(_parse_line, lines) if r is not None]
+            self._progress = progress_from_records(self._records)
+        return self._progress
+
+
+def format_duration(seconds: float | None) -> str:
+    """``45s``, ``3m 20s``, ``1h 02m``; ``?`` when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def _percent(step: int, total: int) -> int:
+    percent = math.floor(100 * step / total + 0.5)  # half up: 0.5% shows as 1%
+    return min(percent, 99) if step < total else percent  # 100% only when every step is done
+
+
+def format_progress(p: TrainProgress) -> str:
+    """One line for the UI."""
+    if p.phase == "starting":
+        return "Starting: loading the model…"
+    if p.phase == "caching":
+        if p.cache and p.cache[2]:
+            return f"Caching latents and captions… ({p.cache[0]} {p.cache[1]} / {p.cache[2]})"
+        return "Caching latents and captions…"
+    if p.phase == "done":
+        return f"Done after {p.step} steps: {p.final}" if p.final else f"Done after {p.step} steps"
+    if p.phase == "interrupted":
+        if p.last_checkpoint is None:
+            return f"Stopped at step {p.step} before the first checkpoint — press Train to start again"
+        if p.last_checkpoint[0] == p.step:
+            return f"Stopped at step {p.step}; a checkpoint was saved — press Resume"
+        return f"Stopped at step {p.step}; the last checkpoint is at step {p.last_checkpoint[0]} — press Resume"
+    if p.phase == "error":
+        return f"Failed: {p.error}"
+    parts = []
+    if p.stage is not None and p.stage_index:
+        parts.append(f"Stage k={p.stage} ({p.stage_index} of {len(p.stages)})")
+    if p.total_steps:
+        parts.append(f"step {p.step} / {p.total_steps} ({_percent(p.step, p.total_steps)}%)")
+    else:
+        parts.append(f"step {p.step}")
+    if p.loss is not None:
+        parts.append(f"loss {p.loss:.4g}")
+    if p.samples_per_s:
+        parts.append(f"{p.samples_per_s:.3g} samples/s")
+    if p.eta_seconds is not None:
+        parts.append(f"ETA {format_duration(p.eta_seconds)}")
+    return " · ".join(parts)

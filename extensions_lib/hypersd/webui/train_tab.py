@@ -1,0 +1,374 @@
+"""The "Hyper-SD Train" tab: distil a checkpoint into a few-step LoRA without leaving WebUI.
+
+The job runs ``python -m hypersd distill`` in a subprocess (:mod:`hypersd.train.controller`): a crash or an
+out-of-memory there never takes WebUI down. The event functions (``on_*``, :func:`poll`) take a host
+(:class:`~hypersd.webui.train_host.WebUIHost` or a stand-in) and the controller and return plain values, so they are
+tested without a browser; :func:`create_tab` only wires them to gradio 3.41 components.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import html
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from hypersd.train.controller import JobError, TrainController, TrainRequest, find_resumable
+from hypersd.train.form import (
+    BUCKET_CHOICES,
+    PRECISION_CHOICES,
+    TRAINING_PRESETS,
+    FormError,
+    settings_from_form,
+    valid_output_name,
+)
+
+TAB_ID = "hypersd_train"
+TAB_TITLE = "Hyper-SD Train"
+POLL_SECONDS = 1.5
+NO_CHANGE: dict = {"__type__": "update"}  # gradio 3.41's gr.update(): leave the component as it is
+
+_controller: TrainController | None = None
+_controller_lock = threading.Lock()
+
+
+def get_controller(host: Any) -> TrainController:
+    """The process-wide controller; on first use it re-attaches to a job still running from before a restart."""
+    global _controller
+    with _controller_lock:
+        if _controller is None:
+            _controller = TrainController(python=host.python(), available_gpus=host.gpu_count() or None)
+            with contextlib.suppress(OSError):
+                _controller.adopt(host.work_dir())
+        return _controller
+
+
+@dataclass
+class TrainForm:
+    """Every input of the tab, in the order the gradio components are passed."""
+
+    checkpoint: str = ""
+    data: str = ""
+    out: str = "house-hyper"
+    preset: str = "Quick test"
+    stages: str = ""
+    steps_per_stage: str = ""
+    rank: str = ""
+    learning_rate: str = ""
+    batch_size: str = ""
+    cfg_min: str = ""
+    cfg_max: str = ""
+    resolution: str = ""
+    buckets: str = "Auto"
+    precision: str = "Auto"
+    gradient_checkpointing: bool = False
+    sample_prompts: str = ""
+    gpus: str = ""
+    free_vram: bool = True
+    compare: bool = True
+    normal_steps: float = 25
+    normal_cfg: float = 7.0
+    overwrite: bool = False
+
+
+FORM_FIELDS = [f.name for f in dataclasses.fields(TrainForm)]
+
+
+def form_from_values(values: list[Any] | tuple[Any, ...]) -> TrainForm:
+    return TrainForm(**dict(zip(FORM_FIELDS, values, strict=True)))
+
+
+def request_from_form(host: Any, form: TrainForm) -> TrainRequest:
+    """FormError/JobError with every problem of the form itself (the files are checked by the preflight)."""
+    problems = []
+    checkpoints = host.checkpoints()
+    model = checkpoints.get(form.checkpoint)
+    if model is None:
+        problems.append(f"Checkpoint: {form.checkpoint!r} is not in WebUI's list; pick one (🔄 refreshes the list)")
+    problem = valid_output_name(form.out)
+    if problem:
+        problems.append(problem)
+    if form.preset not in TRAINING_PRESETS:
+        problems.append(f"Training preset: choose one of {', '.join(TRAINING_PRESETS)}")
+    try:
+        settings = settings_from_form(
+            stages=form.stages, steps_per_stage=form.steps_per_stage, rank=form.rank,
+            learning_rate=form.learning_rate, batch_size=form.batch_size, cfg_min=form.cfg_min, cfg_max=form.cfg_max,
+            resolution=form.resolution, buckets=form.buckets, precision=form.precision,
+            gradient_checkpointing=form.gradient_checkpointing, sample_prompts=form.sample_prompts,
+        )  # fmt: skip
+    except FormError as err:
+        problems += [line[2:] for line in str(err).splitlines()[1:]]
+        settings = {}
+    if problems:
+        raise FormError("Hyper-SD: fix these settings:\n- " + "\n- ".join(problems))
+    return TrainRequest(
+        model=str(model),
+        data=form.data.strip(),
+        out=form.out.strip(),
+        output_dir=str(host.lora_dir()),
+        work_dir=str(host.work_dir()),
+        preset=TRAINING_PRESETS[form.preset],
+        settings=settings,
+        gpus=str(form.gpus or "").strip(),
+    )
+
+
+def _compare_options(form: TrainForm) -> dict[str, Any] | None:
+    if not form.compare:
+        return None
+    return {"normal_steps": int(form.normal_steps or 25), "normal_cfg": float(form.normal_cfg or 7.0)}
+
+
+def _error_md(text: str) -> str:
+    return "\n".join(f"❌ {line}" if i == 0 else line for i, line in enumerate(str(text).splitlines()))
+
+
+# ------------------------------------------------------------------------------------------------ events
+
+
+def on_check(host: Any, controller: TrainController, values: list[Any]) -> tuple[str, list[Any]]:
+    """ "Check" button: the whole preflight (data preview, model type, disk, GPUs, packages) and thumbnails."""
+    from hypersd.train.preflight import engine_problem, run_preflight
+    from hypersd.train.preview import format_report
+
+    form = form_from_values(values)
+    try:
+        request = request_from_form(host, form)
+    except (FormError, JobError) as err:
+        return _error_md(str(err)), []
+    check = run_preflight(
+        request,
+        overwrite=form.overwrite,
+        available_gpus=host.gpu_count(),
+        engine_check=lambda: engine_problem(controller.python, controller.pythonpath),
+    )
+    parts = [check.markdown()]
+    thumbnails: list[Any] = []
+    if check.report is not None:
+        parts.append(format_report(check.report))
+        thumbnails = [str(p) for p in check.report.thumbnails]
+    return "\n\n".join(parts), thumbnails
+
+
+def _launch(host: Any, controller: TrainController, request: TrainRequest, form: TrainForm, resume: bool) -> str:
+    from hypersd.train.preflight import engine_problem, run_preflight
+
+    if controller.busy:
+        return _error_md("Hyper-SD: a training job is already running; cancel it or wait for it to finish.")
+    check = run_preflight(
+        request,
+        resume=resume,
+        overwrite=form.overwrite and not resume,
+        available_gpus=host.gpu_count(),
+        engine_check=lambda: engine_problem(controller.python, controller.pythonpath),
+    )
+    if not check.ok:
+        return check.markdown()
+    controller.hooks = host.hooks(free_vram=form.free_vram, compare=_compare_options(form))
+    try:
+        controller.start(request, resume=resume, overwrite=form.overwrite and not resume)
+    except JobError as err:
+        return _error_md(str(err))
+    what = "Resuming" if resume else "Started"
+    warnings = "".join(f"\n- ⚠️ {w}" for w in check.warnings)
+    return f"{what} **{html.escape(request.out)}** ({check.base}).{warnings}"
+
+
+def on_start(host: Any, controller: TrainController, values: list[Any]) -> str:
+    form = form_from_values(values)
+    try:
+        request = request_from_form(host, form)
+    except (FormError, JobError) as err:
+        return _error_md(str(err))
+    return _launch(host, controller, request, form, resume=False)
+
+
+def on_resume(host: Any, controller: TrainController, choice: str, values: list[Any]) -> str:
+    """Resume the run picked in the list (its own saved settings); the form gives only the WebUI options."""
+    form = form_from_values(values)
+    runs = {run.label: run for run in find_resumable(host.work_dir())}
+    run = runs.get(choice) or (next(iter(runs.values())) if len(runs) == 1 and not choice else None)
+    if run is None:
+        return _error_md("Hyper-SD: pick a stopped run to resume (🔄 refreshes the list).")
+    return _launch(host, controller, run.request, form, resume=True)
+
+
+def on_cancel(controller: TrainController) -> str:
+    return controller.cancel()
+
+
+def resumable_choices(host: Any) -> list[str]:
+    return [run.label for run in find_resumable(host.work_dir())]
+
+
+def status_html(status: Any) -> str:
+    from hypersd.train.progress import format_progress
+
+    if status.state == "idle":
+        return '<div class="hypersd-status">No training job yet. Check the data, then press Train.</div>'
+    progress = status.progress
+    fraction = 0.0
+    if progress is not None and progress.total_steps:
+        fraction = min(1.0, progress.step / progress.total_steps)
+    line = format_progress(progress) if progress is not None else ""
+    result = {"done": "✅", "interrupted": "⏸", "cancelled": "⏸", "error": "❌", "crashed": "❌", "bad-settings": "❌"}
+    icon = result.get(status.result or "", "⏳")
+    notes = "".join(f"<div>{html.escape(n)}</div>" for n in status.notes)
+    return (
+        f'<div class="hypersd-status hypersd-train-status">'
+        f'<div class="hypersd-train-bar"><div style="width:{fraction * 100:.1f}%"></div></div>'
+        f"<div>{icon} <b>{html.escape(status.out or '')}</b> — {html.escape(status.message)}</div>"
+        f"<div>{html.escape(line)}</div>{notes}</div>"
+    )
+
+
+def poll(controller: TrainController, seen: list[Any] | None, host: Any = None) -> tuple[Any, ...]:
+    """Timer tick: status and log; the loss plot, stage samples, comparison grid and the list of stopped runs only
+    when they changed (a finished job refreshes the list and preselects its run when it can be resumed)."""
+    from PIL import Image
+
+    from hypersd.train.lossplot import render_loss_plot
+
+    status = controller.status()
+    seen = list(seen or [None, -1, -1, None, None])
+    job_key = id(controller.job)
+    progress = status.progress
+    n_points = len(progress.losses) if progress is not None else 0
+    plot = samples = comparison = resume = NO_CHANGE
+    if job_key != seen[0] or n_points != seen[1]:
+        plot = render_loss_plot(progress.losses, progress.stage_ends) if progress is not None else None
+    grids = status.sample_grids
+    if job_key != seen[0] or len(grids) != seen[2]:
+        samples = [(Image.open(p).convert("RGB"), p.stem.replace("stage-k", "stage k=")) for p in grids]
+    comp = str(status.comparison) if status.comparison else None
+    if job_key != seen[0] or comp != seen[3]:
+        comparison = Image.open(status.comparison).convert("RGB") if status.comparison else None
+    finished = f"{job_key}:{status.result}" if status.state == "finished" else None
+    if host is not None and finished is not None and finished != seen[4]:
+        runs = find_resumable(host.work_dir())
+        mine = next((run.label for run in runs if run.out == status.out), None)
+        resume = {"__type__": "update", "choices": [run.label for run in runs], "value": mine}
+    new_seen = [job_key, n_points, len(grids), comp, finished or seen[4]]
+    return status_html(status), status.console, plot, samples, comparison, resume, new_seen
+
+
+# ------------------------------------------------------------------------------------------------ gradio
+
+
+def create_tab():
+    """``on_ui_tabs`` callback: [(blocks, title, elem_id)]."""
+    import gradio as gr
+    from modules import ui_common
+
+    from hypersd.webui.train_host import WebUIHost
+
+    host = WebUIHost()
+    controller = get_controller(host)
+    defaults = TrainForm(checkpoint=host.current_checkpoint() or "")
+    with gr.Blocks(analytics_enabled=False) as tab:
+        with gr.Row():
+            with gr.Column(scale=2):
+                gr.Markdown(
+                    "Distil a checkpoint into a few-step LoRA (TSCD, as in Hyper-SD). The job runs in a separate "
+                    "process; WebUI's model leaves the GPU while it runs and comes back after."
+                )
+                with gr.Row():
+                    checkpoint = gr.Dropdown(
+                        choices=list(host.checkpoints()), value=defaults.checkpoint, label="Checkpoint to distill",
+                        elem_id=f"{TAB_ID}_checkpoint",
+                    )  # fmt: skip
+                    ui_common.create_refresh_button(
+                        checkpoint, host.refresh_checkpoints, lambda: {"choices": list(host.checkpoints())},
+                        f"{TAB_ID}_checkpoint_refresh",
+                    )  # fmt: skip
+                data = gr.Textbox(
+                    label="Training data",
+                    placeholder="a folder of images with .txt captions, kohya N_name folders, a metadata.jsonl "
+                    "folder, or a .txt prompt list (one prompt per line)",
+                    elem_id=f"{TAB_ID}_data",
+                )
+                out = gr.Textbox(
+                    value=defaults.out, label="Output name (the LoRA's file name)", elem_id=f"{TAB_ID}_out"
+                )
+                preset = gr.Radio(
+                    list(TRAINING_PRESETS), value=defaults.preset, label="Training preset", elem_id=f"{TAB_ID}_preset",
+                    info="Quick test: 100 steps per stage, rank 16 · Standard: 1000, rank 64, adversarial · "
+                    "High quality: 4000, batch 8",
+                )  # fmt: skip
+                with gr.Accordion("Advanced settings (blank = the preset's value)", open=False):
+                    with gr.Row():
+                        stages = gr.Textbox(label="Stages", placeholder="8,4,2,1", elem_id=f"{TAB_ID}_stages")
+                        steps_per_stage = gr.Textbox(label="Steps per stage", elem_id=f"{TAB_ID}_steps_per_stage")
+                        rank = gr.Textbox(label="LoRA rank", elem_id=f"{TAB_ID}_rank")
+                    with gr.Row():
+                        learning_rate = gr.Textbox(label="Learning rate", placeholder="1e-4", elem_id=f"{TAB_ID}_lr")
+                        batch_size = gr.Textbox(label="Batch size", elem_id=f"{TAB_ID}_batch")
+                        gpus = gr.Textbox(label="GPUs", placeholder="1, 2, or 0,1", elem_id=f"{TAB_ID}_gpus")
+                    with gr.Row():
+                        cfg_min = gr.Textbox(label="Teacher CFG from", placeholder="SD1.5 5 · SDXL 3",
+                                             elem_id=f"{TAB_ID}_cfg_min")  # fmt: skip
+                        cfg_max = gr.Textbox(label="Teacher CFG to", placeholder="SD1.5 15 · SDXL 6",
+                                             elem_id=f"{TAB_ID}_cfg_max")  # fmt: skip
+                        resolution = gr.Textbox(label="Resolution", placeholder="SD1.5 512 · SDXL 1024",
+                                                elem_id=f"{TAB_ID}_resolution")  # fmt: skip
+                    with gr.Row():
+                        buckets = gr.Radio(list(BUCKET_CHOICES), value="Auto", label="Aspect buckets",
+                                           elem_id=f"{TAB_ID}_buckets")  # fmt: skip
+                        precision = gr.Radio(list(PRECISION_CHOICES), value="Auto", label="Precision",
+                                             elem_id=f"{TAB_ID}_precision")  # fmt: skip
+                        gradient_checkpointing = gr.Checkbox(False, label="Gradient checkpointing (less VRAM)",
+                                                             elem_id=f"{TAB_ID}_gc")  # fmt: skip
+                    sample_prompts = gr.Textbox(label="Sample prompts (one per line; blank: the first captions)",
+                                                lines=2, elem_id=f"{TAB_ID}_sample_prompts")  # fmt: skip
+                    with gr.Row():
+                        normal_steps = gr.Number(25, label="Comparison: normal steps", precision=0,
+                                                 elem_id=f"{TAB_ID}_normal_steps")  # fmt: skip
+                        normal_cfg = gr.Number(7.0, label="Comparison: normal CFG", elem_id=f"{TAB_ID}_normal_cfg")
+                free_vram = gr.Checkbox(True, label="Free the GPU: move WebUI's model to RAM and hold generation "
+                                        "requests in WebUI's queue while training", elem_id=f"{TAB_ID}_free_vram")  # fmt: skip
+                compare = gr.Checkbox(True, label="When done, make a comparison grid (normal steps vs 1/2/4/8 steps)",
+                                      elem_id=f"{TAB_ID}_compare")  # fmt: skip
+                overwrite = gr.Checkbox(False, label="Overwrite an earlier run of the same name",
+                                        elem_id=f"{TAB_ID}_overwrite")  # fmt: skip
+                with gr.Row():
+                    check = gr.Button("Check", elem_id=f"{TAB_ID}_check")
+                    start = gr.Button("Train", variant="primary", elem_id=f"{TAB_ID}_start")
+                    cancel = gr.Button("Cancel", variant="stop", elem_id=f"{TAB_ID}_cancel")
+                with gr.Row():
+                    resume_choice = gr.Dropdown(choices=resumable_choices(host), label="Stopped runs",
+                                                elem_id=f"{TAB_ID}_resume_choice")  # fmt: skip
+                    ui_common.create_refresh_button(resume_choice, lambda: None,
+                                                    lambda: {"choices": resumable_choices(host)},
+                                                    f"{TAB_ID}_resume_refresh")  # fmt: skip
+                    resume = gr.Button("Resume", elem_id=f"{TAB_ID}_resume")
+                message = gr.Markdown(elem_id=f"{TAB_ID}_message")
+                thumbs = gr.Gallery(label="Data preview", columns=8, height=120, elem_id=f"{TAB_ID}_thumbs")
+            with gr.Column(scale=3):
+                status_box = gr.HTML(status_html(controller.status()), elem_id=f"{TAB_ID}_status")
+                plot = gr.Image(label="Loss", type="pil", interactive=False, elem_id=f"{TAB_ID}_loss")
+                samples = gr.Gallery(label="Samples per stage (columns: 1, 2, 4, 8 steps)", columns=2,
+                                     elem_id=f"{TAB_ID}_samples")  # fmt: skip
+                comparison = gr.Image(label="Comparison", type="pil", interactive=False,
+                                      elem_id=f"{TAB_ID}_comparison")  # fmt: skip
+                log_box = gr.Textbox(label="Log", lines=12, max_lines=12, interactive=False, elem_id=f"{TAB_ID}_log")
+        seen = gr.State([None, -1, -1, None, None])
+
+        inputs = [checkpoint, data, out, preset, stages, steps_per_stage, rank, learning_rate, batch_size, cfg_min,
+                  cfg_max, resolution, buckets, precision, gradient_checkpointing, sample_prompts, gpus, free_vram,
+                  compare, normal_steps, normal_cfg, overwrite]  # fmt: skip
+        assert len(inputs) == len(FORM_FIELDS)
+        check.click(lambda *v: on_check(host, get_controller(host), list(v)), inputs, [message, thumbs])
+        start.click(lambda *v: on_start(host, get_controller(host), list(v)), inputs, [message])
+        cancel.click(lambda: on_cancel(get_controller(host)), None, [message])
+        resume.click(lambda c, *v: on_resume(host, get_controller(host), c, list(v)), [resume_choice, *inputs],
+                     [message])  # fmt: skip
+        tab.load(lambda s: poll(get_controller(host), s, host), [seen],
+                 [status_box, log_box, plot, samples, comparison, resume_choice, seen], every=POLL_SECONDS)  # fmt: skip
+    return [(tab, TAB_TITLE, TAB_ID)]
+
+
+def register(script_callbacks) -> None:
+    script_callbacks.on_ui_tabs(create_tab, name="hypersd train tab")

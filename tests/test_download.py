@@ -1,6 +1,7 @@
 import errno
 import hashlib
 import os
+import pathlib
 import threading
 import time
 
@@ -498,6 +499,22 @@ def test_every_catalog_entry_downloads_from_a_hub_stand_in(tmp_path, hub):
         assert (folders[entry.kind] / entry.local_filename).is_file()
         assert manager.status(entry.id) == PRESENT
     assert len(list(folders["lora"].iterdir())) == sum(e.kind == "lora" for e in entries)
+
+    # ...and each downloaded LoRA is the one its presets pick, as the accordion sees the Lora folder
+    from hypersd.plan import CurrentValues, LoraInfo, make_plan
+    from hypersd.settings import HyperSettings
+
+    available = {f.stem: LoraInfo(f.stem, path=str(f)) for f in folders["lora"].iterdir()}
+    picked = 0
+    for entry in entries:
+        for preset in entry.presets:
+            current = CurrentValues(model_name=entry.local_filename if entry.kind == "checkpoint" else None)
+            plan = make_plan(HyperSettings(enabled=True, preset=preset), entry.base, available, [""], current)
+            if entry.kind == "lora":
+                assert plan.ok, (entry.id, preset, plan.errors)
+                assert plan.lora_name == pathlib.Path(entry.local_filename).stem, (entry.id, preset)
+                picked += 1
+    assert picked >= sum(e.kind == "lora" for e in entries)
 
 
 def test_a_copy_under_the_hub_name_is_recognised_without_a_known_size(tmp_path, hub):

@@ -30,3 +30,12 @@ def _reap_training_processes(tmp_path):
         if needle in cmdline:
             with contextlib.suppress(OSError):
                 os.kill(int(entry.name), signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A tiny random SD1.5-architecture diffusers folder, built once per run (read-only for the tests)."""
+    pytest.importorskip("diffusers")
+    from hypersd.distill.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", base="sd15")

@@ -22,7 +22,6 @@ from hypersd.distill.engine import (  # noqa: E402
     teacher_mid_features,
 )
 from hypersd.distill.lora import add_lora, diffusers_to_ldm_module, lora_parameters  # noqa: E402
-from hypersd.distill.tiny import build_tiny_model  # noqa: E402
 from hypersd.schedules import alphas_cumprod  # noqa: E402
 
 
@@ -32,11 +31,6 @@ def _one_thread():
     torch.set_num_threads(1)  # OpenMP spin contention on 2 shared cores makes tiny models ~100x slower
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", base="sd15")
 
 
 @pytest.fixture

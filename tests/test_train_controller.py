@@ -14,7 +14,6 @@ pytest.importorskip("accelerate")
 from PIL import Image  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 
-from hypersd.distill.tiny import build_tiny_model  # noqa: E402
 from hypersd.train import controller as ctl  # noqa: E402
 from hypersd.train.controller import (  # noqa: E402
     Hooks,
@@ -34,11 +33,6 @@ TINY = {"stages": [2, 1], "resolution": 64, "batch_size": 2, "rank": 4, "synth_s
 def _quiet_env(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # 2 shared cores: OpenMP spinning makes tiny models crawl
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", base="sd15")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 from PIL import Image  # noqa: E402
 
-from hypersd.distill.tiny import build_tiny_model  # noqa: E402
 from hypersd.train.controller import Hooks, TrainController  # noqa: E402
 from hypersd.webui import train_tab  # noqa: E402
 from hypersd.webui.train_tab import FORM_FIELDS, TrainForm  # noqa: E402
@@ -56,11 +55,6 @@ class FakeHost:
 def _env(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", base="sd15")
 
 
 @pytest.fixture

@@ -16,21 +16,27 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ext
 
 from hypersd import deps  # noqa: E402
 
-if not launch.is_installed("safetensors"):
-    launch.run_pip("install safetensors", "safetensors for sd-webui-hyper-sd")
 
-missing = deps.missing_requirements({module: launch.is_installed(module) for module in deps.TRAIN_REQUIREMENTS})
-if missing:
-    print(f"Hyper-SD: installing {', '.join(missing)} for the Train tab (nothing installed is changed)")
+def install(requirements: list[str], what: str) -> None:
+    """pip-install ``requirements`` with every installed package pinned as a constraint; report failures."""
+    print(f"Hyper-SD: installing {', '.join(requirements)} for {what} (nothing installed is changed)")
     with tempfile.NamedTemporaryFile("w", suffix="-hypersd-constraints.txt", delete=False) as handle:
         handle.write("\n".join(deps.constraint_lines(deps.installed_distributions())) + "\n")
         constraints = handle.name
     try:
-        launch.run_pip(deps.pip_command(missing, constraints), "training packages for sd-webui-hyper-sd")
+        launch.run_pip(deps.pip_command(requirements, constraints), f"{', '.join(requirements)} for sd-webui-hyper-sd")
     except Exception as exc:  # WebUI's installer runner swallows errors: say it ourselves
         print(
-            f"Hyper-SD: could not install {', '.join(missing)}: {exc}\n"
-            "Hyper-SD: generation works without them; the Train tab needs them (it shows how to install them)."
+            f"Hyper-SD: could not install {', '.join(requirements)}: {exc}\n"
+            f"Hyper-SD: {what} needs them: install them into WebUI's venv by hand."
         )
     finally:
         os.unlink(constraints)
+
+
+if not launch.is_installed("safetensors"):
+    install(["safetensors"], "Hyper-SD")
+
+missing = deps.missing_requirements({module: launch.is_installed(module) for module in deps.TRAIN_REQUIREMENTS})
+if missing:
+    install(missing, "the Hyper-SD Train tab (generation works without them)")

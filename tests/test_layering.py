@@ -5,6 +5,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 CORE = pathlib.Path(__file__).resolve().parents[1] / "extensions_lib" / "hypersd"
 FORBIDDEN_ROOTS = {"modules", "gradio", "launch", "webui"}
 ADAPTER = "hypersd.webui"
@@ -55,11 +57,28 @@ def test_the_checker_sees_relative_and_absolute_imports(tmp_path):
     assert {"modules.shared", "hypersd.webui", "gradio"} <= found
 
 
-def test_importing_the_core_loads_no_host_or_training_packages():
+HEAVY = ("modules", "gradio", "diffusers", "peft", "accelerate", "transformers")
+
+
+def _loaded_after_import(imports: str, forbidden: tuple[str, ...]) -> None:
+    """Import ``imports`` in a fresh interpreter; fail naming any ``forbidden`` module that came with them."""
     code = (
-        "import sys, hypersd, hypersd.schedules, hypersd.sampling, hypersd.denoiser;"
-        "bad = [m for m in ('modules', 'gradio', 'diffusers', 'peft', 'accelerate', 'transformers', 'hypersd.webui')"
-        " if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+        f"import sys, {imports}; bad = [m for m in {forbidden!r} if m in sys.modules]; print(bad);"
+        "sys.exit(1 if bad else 0)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_importing_the_core_loads_no_host_or_training_packages():
+    _loaded_after_import("hypersd, hypersd.schedules, hypersd.sampling, hypersd.denoiser", (*HEAVY, "hypersd.webui"))
+
+
+def test_the_train_tab_loads_nothing_heavy_at_webui_start():
+    """The tab is registered at WebUI start: training packages load only in its subprocess."""
+    _loaded_after_import("hypersd.webui.train_tab, hypersd.train.preflight", HEAVY)
+
+
+def test_the_import_checker_can_fail():
+    with pytest.raises(AssertionError, match="csv"):
+        _loaded_after_import("hypersd, csv", ("csv",))

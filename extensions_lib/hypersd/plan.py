@@ -187,6 +187,11 @@ def _loras(available: Mapping[str, LoraInfo] | Iterable[LoraInfo] | None) -> lis
     return list(available.values()) if isinstance(available, Mapping) else list(available)
 
 
+def has_hypersd_metadata(metadata: Mapping[str, str]) -> bool:
+    """A LoRA made by our training (its metadata carries ``hypersd_*`` keys)."""
+    return any(k.startswith("hypersd_") for k in metadata)
+
+
 def newest_distilled_lora(
     available: Mapping[str, LoraInfo] | Iterable[LoraInfo] | None, base: str | None
 ) -> LoraInfo | None:
@@ -194,7 +199,7 @@ def newest_distilled_lora(
     candidates = []
     for info in _loras(available):
         meta = info.metadata
-        if not any(k.startswith("hypersd_") for k in meta):
+        if not has_hypersd_metadata(meta):
             continue
         lora_base = str(meta.get("hypersd_base", "")).lower() or info.model_base
         if base is not None and lora_base not in (None, "", base):

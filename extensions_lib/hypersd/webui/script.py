@@ -18,7 +18,7 @@ from modules.ui_components import InputAccordion
 
 from hypersd import loratags
 from hypersd.infotext import INFOTEXT_KEY, parse_infotext
-from hypersd.plan import CurrentValues, HyperPlanError, apply_plan, make_plan
+from hypersd.plan import CurrentValues, HyperPlanError, apply_plan, has_hypersd_metadata, make_plan
 from hypersd.presets import PRESET_IDS, SAMPLER_CHOICES, preset_titles, presets_by_group
 from hypersd.settings import FIELDS, HyperSettings, HyperSettingsError
 from hypersd.webui import cfg1, host_state, models_panel
@@ -293,26 +293,16 @@ class HyperSDScript(scripts.Script):
         # The 1-step UNet is selected as an override setting, which WebUI reads right here (process_images) and
         # gives back when the job ends, failed or not; process() refuses the job when the UNet cannot run.
         try:
-            settings = settings_from_args(args)
+            settings = job_settings(p, args)
         except HyperSettingsError:
             return  # process() refuses with the message
-        xyz_preset = getattr(p, XYZ_ATTR, None)
-        if xyz_preset:
-            settings = settings.with_preset(xyz_preset)
         unet_preset = settings.enabled and settings.preset == hyper_unet.PRESET_ID
         if unet_preset and hyper_unet.preset_problem(shared.sd_model, models_panel.get_manager()) is None:
             hyper_unet.select_for(p, shared.opts)
 
     def process(self, p, *args):
-        xyz_preset = getattr(p, XYZ_ATTR, None)
         try:
-            settings = settings_from_args(args)
-            if xyz_preset:
-                settings = settings.with_preset(xyz_preset)
-            if settings.enabled and settings.gamma is None and getattr(p, "eta", None) is not None:
-                # An explicit eta (the API's "eta", the X/Y/Z "Eta" axis) is TCD's gamma: it wins over the
-                # preset's recommendation, and the infotext records it so that paste restores it.
-                settings = settings.replace(gamma=float(p.eta))
+            settings = job_settings(p, args)
         except HyperSettingsError as error:
             refuse(p, str(error))
             return
@@ -348,12 +338,25 @@ class HyperSDScript(scripts.Script):
             cfg1.install(p, shared.opts)
 
 
+def job_settings(p, args) -> HyperSettings:
+    """The accordion's settings for this job: the script args, the X/Y/Z preset axis, an explicit eta."""
+    settings = settings_from_args(args)
+    xyz_preset = getattr(p, XYZ_ATTR, None)
+    if xyz_preset:
+        settings = settings.with_preset(xyz_preset)
+    if settings.enabled and settings.gamma is None and getattr(p, "eta", None) is not None:
+        # An explicit eta (the API's "eta", the X/Y/Z "Eta" axis) is TCD's gamma: it wins over the
+        # preset's recommendation, and the infotext records it so that paste restores it.
+        settings = settings.replace(gamma=float(p.eta))
+    return settings
+
+
 def distilled_lora_names() -> list[str]:
     try:
         loras = host_state.available_loras()
     except Exception:  # noqa: BLE001 - the Lora extension may be disabled: the field then takes typed names
         return []
-    return sorted(name for name, info in loras.items() if any(k.startswith("hypersd_") for k in info.metadata))
+    return sorted(name for name, info in loras.items() if has_hypersd_metadata(info.metadata))
 
 
 def status_html_idle() -> str:

@@ -19,9 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from hypersd.train import layout
+
 from .export import atomic_write
 
-LATEST = "latest"
+LATEST = layout.LATEST
 
 
 class CheckpointError(RuntimeError):
@@ -59,34 +61,34 @@ def save_rng(folder: pathlib.Path, rank: int, generators: dict[str, torch.Genera
 
 
 def save_state(folder: pathlib.Path, state: dict[str, Any]) -> None:
-    _torch_save(state, folder / "state.pt")
+    _torch_save(state, folder / layout.STATE)
 
 
-def checkpoint_folder(run_dir: pathlib.Path, step: int) -> pathlib.Path:
-    return run_dir / "checkpoints" / f"step-{step:06d}"
+checkpoint_folder = layout.checkpoint_folder
 
 
 def mark_latest(run_dir: pathlib.Path, folder: pathlib.Path, keep: int = 1) -> None:
     """Point ``latest`` at ``folder`` (atomic), then remove older checkpoints beyond ``keep``."""
-    root = run_dir / "checkpoints"
-    atomic_write(root / LATEST, lambda tmp: pathlib.Path(tmp).write_text(folder.name, encoding="utf-8"))
-    older = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and p != folder)
+    pointer = layout.latest_pointer(run_dir)
+    atomic_write(pointer, lambda tmp: pathlib.Path(tmp).write_text(folder.name, encoding="utf-8"))
+    older = sorted(p for p in pointer.parent.iterdir() if layout.is_checkpoint_folder(p) and p != folder)
     for old in older[: max(0, len(older) - (keep - 1))]:
         shutil.rmtree(old, ignore_errors=True)
 
 
 def latest_checkpoint(run_dir: pathlib.Path) -> pathlib.Path | None:
-    pointer = run_dir / "checkpoints" / LATEST
-    if not pointer.is_file():
+    folder = layout.latest_folder(run_dir)
+    if folder is None:
         return None
-    folder = run_dir / "checkpoints" / pointer.read_text(encoding="utf-8").strip()
-    if not (folder / "state.pt").is_file():
-        raise CheckpointError(f"Hyper-SD: checkpoint {folder} named by {pointer} is incomplete (no state.pt)")
+    if not (folder / layout.STATE).is_file():
+        raise CheckpointError(
+            f"Hyper-SD: checkpoint {folder} named by {layout.latest_pointer(run_dir)} is incomplete (no state.pt)"
+        )
     return folder
 
 
 def load_state(folder: pathlib.Path) -> dict[str, Any]:
-    return torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
+    return torch.load(folder / layout.STATE, map_location="cpu", weights_only=False)
 
 
 def load_rng(folder: pathlib.Path, rank: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import torch
 
 from hypersd import tscd
 from hypersd.schedules import alphas_cumprod
+from hypersd.train import layout
 
 from . import checkpoint as ckpt
 from .cache import CachedData, build_cache, sample_batch, vae_factor
@@ -64,21 +65,21 @@ class RunPaths:
 
     @property
     def run_dir(self) -> pathlib.Path:
-        return (self.work_dir or self.output_dir) / f"{self.name}.run"
+        return layout.run_dir(self.work_dir or self.output_dir, self.name)
 
     @property
     def final_lora(self) -> pathlib.Path:
-        return self.output_dir / f"{self.name}.safetensors"
+        return layout.final_lora(self.output_dir, self.name)
 
     def stage_lora(self, k: int) -> pathlib.Path:
-        return self.output_dir / f"{self.name}-{k}step.safetensors"
+        return layout.stage_lora(self.output_dir, self.name, k)
 
     @property
     def log(self) -> pathlib.Path:
-        return self.run_dir / "log.jsonl"
+        return layout.log_file(self.run_dir)
 
     def sample_grid(self, k: int) -> pathlib.Path:
-        return self.run_dir / "samples" / f"stage-k{k}.png"
+        return layout.sample_grid(self.run_dir, k)
 
 
 # --------------------------------------------------------------------------------------------- the run

@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from hypersd.train import layout
 from hypersd.train.progress import LogFollower, TrainProgress
 
 EXTENSIONS_LIB = pathlib.Path(__file__).resolve().parents[2]  # the folder that holds the hypersd package
@@ -74,11 +75,11 @@ class JobFiles:
 
     @property
     def run_dir(self) -> pathlib.Path:
-        return self.work_dir / f"{self.out}.run"
+        return layout.run_dir(self.work_dir, self.out)
 
     @property
     def log(self) -> pathlib.Path:
-        return self.run_dir / "log.jsonl"
+        return layout.log_file(self.run_dir)
 
     @property
     def job(self) -> pathlib.Path:
@@ -98,24 +99,17 @@ class JobFiles:
 
     def sample_grids(self) -> list[pathlib.Path]:
         """Per-stage sample grids, in the order the stages finished."""
-        folder = self.run_dir / "samples"
+        folder = layout.samples_dir(self.run_dir)
         if not folder.is_dir():
             return []
         return sorted(folder.glob("stage-k*.png"), key=lambda p: p.stat().st_mtime)
 
     def checkpoint_step(self) -> int | None:
         """Global step of the last complete checkpoint, or None."""
-        pointer = self.run_dir / "checkpoints" / "latest"
-        try:
-            name = pointer.read_text(encoding="utf-8").strip()
-        except OSError:
+        folder = layout.latest_folder(self.run_dir)
+        if folder is None or not (folder / layout.STATE).is_file():
             return None
-        if not (self.run_dir / "checkpoints" / name / "state.pt").is_file() or not name.startswith("step-"):
-            return None
-        try:
-            return int(name.split("-", 1)[1])
-        except ValueError:
-            return None
+        return layout.checkpoint_step(folder)
 
 
 # ------------------------------------------------------------------------------------------------ the command
@@ -337,7 +331,7 @@ class Job:
 
     @property
     def final_lora(self) -> pathlib.Path:
-        return pathlib.Path(self.request.output_dir) / f"{self.request.out}.safetensors"
+        return layout.final_lora(pathlib.Path(self.request.output_dir), self.request.out)
 
     def status(self) -> JobStatus:
         progress = self.follower.poll()

@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
+from hypersd.train import layout
 from hypersd.train.controller import JobError, JobFiles, TrainRequest, child_environment, parse_gpus
 from hypersd.train.estimate import check_disk, disk_needed
 from hypersd.train.form import valid_output_name
@@ -169,7 +170,7 @@ def run_preflight(
         result.warnings += report.warnings
 
     files = JobFiles(pathlib.Path(request.work_dir), request.out)
-    final = pathlib.Path(request.output_dir) / f"{request.out}.safetensors"
+    final = layout.final_lora(pathlib.Path(request.output_dir), request.out)
     checkpoint = files.checkpoint_step()
     if resume and checkpoint is None:
         result.errors.append(f"Hyper-SD: there is no checkpoint of {request.out!r} to resume in {files.run_dir}")

@@ -39,6 +39,9 @@ EXTENSIONS_LIB = pathlib.Path(__file__).resolve().parents[2]  # the folder that 
 
 EXIT_DONE, EXIT_ERROR, EXIT_BAD_ARGS, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+#: The job's message from its launch until the log shows training (then "Training…")
+LAUNCH_MESSAGES = ("Starting the training process…", "Resuming…")
+
 #: Settings the engine takes from the request itself, not from ``settings``.
 _REQUEST_FIELDS = ("model", "data", "out", "output_dir", "work_dir", "tokenizer")
 
@@ -335,11 +338,14 @@ class Job:
 
     def status(self) -> JobStatus:
         progress = self.follower.poll()
+        message = self.message
+        if self.state == "running" and progress.phase == "training" and message in LAUNCH_MESSAGES:
+            message = "Training…"
         return JobStatus(
             state=self.state,
             out=self.request.out,
             result=self.result,
-            message=self.message,
+            message=message,
             returncode=self.returncode,
             progress=progress,
             notes=list(self.notes),
@@ -513,15 +519,9 @@ class TrainController:
                 job.proc = _spawn(argv, env, files.console, files.work_dir)
                 job.pid = job.proc.pid
                 job.state = "running"
-                job.message = "Resuming…" if job.resume else "Starting the training process…"
+                job.message = LAUNCH_MESSAGES[bool(job.resume)]
             write_job_file(files, job.request, pid=job.pid, resume=job.resume, started=time.time())
-            while job.proc.poll() is None:
-                job.done.wait(self.poll_seconds)
-                if job.state == "running":
-                    progress = job.follower.poll()
-                    if progress.phase not in ("starting",):
-                        job.message = "Training…" if progress.phase == "training" else job.message
-            job.returncode = job.proc.returncode
+            job.returncode = job.proc.wait()  # Cancel works through the stop file or kills the process group
             self._finish(job)
         except Exception as err:  # a hook or the launch failed: say so, never leave the job "running"
             job.result, job.message = "error", f"Hyper-SD: the job could not run: {err}"

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import pathlib
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,12 +188,17 @@ class LogFollower:
         self._partial = b""
         self._records: list[dict[str, Any]] = []
         self._progress: TrainProgress | None = None
+        self._lock = threading.Lock()  # the UI's timer, Cancel and the job's thread may poll at the same time
 
     def _reset(self, inode: int | None) -> None:
         self._offset, self._inode, self._head, self._partial = 0, inode, b"", b""
         self._records, self._progress = [], None
 
     def poll(self) -> TrainProgress:
+        with self._lock:
+            return self._poll()
+
+    def _poll(self) -> TrainProgress:
         try:
             handle = open(self.path, "rb")  # noqa: SIM115 - closed below; a missing file is not an error here
         except OSError:

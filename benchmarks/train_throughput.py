@@ -1,16 +1,18 @@
-"""Training throughput: our TSCD step (hypersd.distill.engine._train_step) vs a plain diffusers LCM-LoRA-style step.
+"""Training throughput of each stage (hypersd.distill.trainer.train_step) vs a plain diffusers LCM-LoRA-style step.
 
-Both run on the same randomly initialised UNet with the same rank-r LoRA (attention, feed-forward and conv layers):
+All run on the same randomly initialised UNet with the same rank-r LoRA (attention, feed-forward and conv layers):
 
 * baseline (diffusers' train_lcm_distill_lora_sd*.py shape): teacher forward on cond+uncond with the LoRA off
   (one batch of 2B), target forward (LoRA on, no grad), student forward + backward, AdamW;
-* ours: the engine's real optimiser step through accelerate (teacher 2B with the LoRA off, EMA target with the
-  EMA weights swapped in, student forward + backward, AdamW, EMA update), optionally with the adversarial head.
+* tscd: the engine's real student update for a TSCD stage (k=1): teacher 2B with the LoRA off, the EMA target with
+  the EMA weights swapped in, student forward + backward, AdamW, EMA update (optionally the adversarial head);
+* dmd: score distillation's update (fake-score updates, real score with CFG, regression) — ``--stages``;
+* feedback: human feedback (VAE decode under checkpointing, a reward model, the regulariser) — ``--stages``.
 
-Prints samples/s, peak memory (GPU memory on CUDA, process peak RSS on the CPU) and ours/baseline.
+Prints samples/s, peak memory (GPU memory on CUDA, process peak RSS on the CPU) and each stage / baseline.
 
-    python benchmarks/train_throughput.py --tiny                      # CPU smoke, seconds
-    python benchmarks/train_throughput.py --base sd15 --batch 16 --resolution 512 --dtype bf16   # on a GPU
+    python benchmarks/train_throughput.py --tiny                       # CPU smoke, seconds
+    python benchmarks/train_throughput.py --base sd15 --batch 16 --resolution 512 --dtype bf16 --stages tscd,dmd,feedback
     python benchmarks/train_throughput.py --base sdxl --batch 4 --resolution 1024 --dtype bf16
 """
 
@@ -25,11 +27,13 @@ import time
 import torch
 
 from hypersd import tscd
+from hypersd.distill.cache import CachedData
 from hypersd.distill.config import DistillConfig
-from hypersd.distill.engine import CachedData, Discriminator, _train_step, adapters_disabled, swapped_weights
 from hypersd.distill.lora import add_lora, lora_parameters
-from hypersd.distill.models import CONFIGS, unet_eps
+from hypersd.distill.models import CONFIGS, SDModel, unet_eps
 from hypersd.distill.tiny import tiny_unet_config
+from hypersd.distill.trainer import TrainerState, train_step
+from hypersd.distill.views import adapters_disabled
 from hypersd.schedules import alphas_cumprod
 
 
@@ -42,6 +46,18 @@ def build_unet(base: str, tiny: bool, dtype: torch.dtype, device: str):
         config = json.loads((CONFIGS / base / "unet" / "config.json").read_text())
         unet = UNet2DConditionModel.from_config(config)
     return unet.to(device, dtype)
+
+
+def build_vae(base: str, tiny: bool, device: str):
+    from diffusers import AutoencoderKL
+
+    if tiny:
+        vae = AutoencoderKL(block_out_channels=[16, 16, 16, 16], down_block_types=["DownEncoderBlock2D"] * 4,
+                            up_block_types=["UpDecoderBlock2D"] * 4, latent_channels=4, layers_per_block=1,
+                            norm_num_groups=8)  # fmt: skip
+    else:
+        vae = AutoencoderKL.from_config(json.loads((CONFIGS / base / "vae" / "config.json").read_text()))
+    return vae.to(device).requires_grad_(False)
 
 
 def random_cache(unet, base: str, batch: int, latent: int, pooled_dim: int) -> CachedData:
@@ -59,6 +75,7 @@ def random_cache(unet, base: str, batch: int, latent: int, pooled_dim: int) -> C
         buckets={(latent, latent): list(range(batch))},
         uncond_hidden=torch.zeros(1, 77, dim),
         uncond_pooled=torch.zeros(1, pooled_dim) if sdxl else None,
+        captions=["a red circle"],
     )
 
 
@@ -87,7 +104,7 @@ def measure(step, warmup: int, steps: int, batch: int, device: str) -> tuple[flo
     return batch * steps / elapsed, peak_memory_gib(device)
 
 
-def run(base: str, args) -> dict:
+def build_state(base: str, args) -> TrainerState:
     from accelerate import Accelerator
 
     device = args.device
@@ -98,94 +115,85 @@ def run(base: str, args) -> dict:
     named = lora_parameters(unet)
     for _, p in named:
         p.data = p.data.float()
-    params = [p for _, p in named]
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     latent = args.resolution // 8
-    pooled_dim = 32 if args.tiny else 1280
-    cache = random_cache(unet, base, args.batch, latent, pooled_dim)
-    acp, grid = alphas_cumprod().to(device), tscd.solver_grid(40).to(device)
+    cache = random_cache(unet, base, args.batch, latent, 32 if args.tiny else 1280)
     accelerator = Accelerator(mixed_precision=mixed, cpu=not device.startswith("cuda"))
-    optimizer = torch.optim.AdamW(params, lr=1e-5)
-    unet_wrapped, optimizer = accelerator.prepare(unet, optimizer)
-    raw = accelerator.unwrap_model(unet_wrapped)
-    ema = [p.detach().clone() for p in params]
-    cfg = DistillConfig(model="bench", batch_size=args.batch, omega_min=3.0, omega_max=8.0, loss="huber")
-    data_gen, noise_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    cfg = DistillConfig(model="bench", batch_size=args.batch, omega_min=3.0, omega_max=8.0, loss="huber",
+                        adversarial=args.adversarial, resolution=args.resolution, rank=args.rank, alpha=float(args.rank),
+                        dmd_regression_pairs=args.batch, dmd_regression_steps=4, feedback_decode_size=args.decode_size,
+                        reward=args.reward).resolved(base)  # fmt: skip
+    model = SDModel(base, unet, build_vae(base, args.tiny, device), [], [], "benchmark")
+    return TrainerState(
+        cfg=cfg, accelerator=accelerator, model=model, cache=cache, acp=alphas_cumprod().to(device),
+        grid=tscd.solver_grid(40).to(device), named=named, ema=[p.detach().clone() for _, p in named],
+        optimizer=accelerator.prepare(torch.optim.AdamW([p for _, p in named], lr=1e-5)),
+        generators={"data": torch.Generator().manual_seed(1), "noise": torch.Generator().manual_seed(2)},
+    )  # fmt: skip
 
-    def student(x, t, c):
-        return unet_eps(unet_wrapped, x, t, c)
 
-    def teacher(x, t, c):
-        with adapters_disabled(raw):
-            return unet_eps(raw, x, t, c)
+def baseline_step(state: TrainerState):
+    """diffusers LCM-LoRA step: noise, teacher cond+uncond (LoRA off), guided DDIM, target (LoRA on), student."""
+    device, acp, unet = state.device, state.acp, state.unet
+    x0 = torch.stack(state.cache.latents).to(device)
+    b = x0.shape[0]
+    batch = state.batch(b)
+    base_opt = torch.optim.AdamW(state.params, lr=1e-5)
 
-    def target(x, t, c):
-        with swapped_weights(params, ema):
-            return unet_eps(raw, x, t, c)
-
-    disc = disc_opt = None
-    if args.adversarial:
-        disc = Discriminator(raw.config.block_out_channels[-1]).to(device)
-        disc_opt = torch.optim.AdamW(disc.parameters(), lr=1e-5)
-
-    def ours():
-        _train_step(
-            cfg, accelerator, cache, data_gen, noise_gen, 1, 1.0, 0.2 if args.adversarial else 0.0,
-            student, teacher, target, raw, unet_wrapped, disc, optimizer, disc_opt, params, acp, grid, device,
-        )  # fmt: skip
-        tscd.ema_update(ema, params, 0.95)
-
-    base_opt = torch.optim.AdamW(params, lr=1e-5)
-    x0 = torch.stack(cache.latents).to(device)
-    hidden = cache.hidden.expand(args.batch, -1, -1).to(device)
-    cond = {"encoder_hidden_states": hidden}
-    uncond = {"encoder_hidden_states": torch.zeros_like(hidden)}
-    if base == "sdxl":
-        extra = {
-            "text_embeds": cache.pooled.expand(args.batch, -1).to(device),
-            "time_ids": torch.stack(cache.time_ids).to(device),
-        }
-        cond.update(extra)
-        uncond.update(extra)
-
-    def baseline():
-        # diffusers LCM-LoRA step: noise, teacher cond+uncond (LoRA off), guided DDIM, target (LoRA on), student
-        b = args.batch
+    def step():
         t = torch.randint(20, 1000, (b,), device=device)
         t_prev = (t - 25).clamp(min=0)
-        noise = torch.randn_like(x0)
-        x_t = tscd.add_noise(x0, noise, t, acp)
-        with accelerator.autocast():
+        x_t = tscd.add_noise(x0, torch.randn_like(x0), t, acp)
+        with state.accelerator.autocast():
             with torch.no_grad():
-                with adapters_disabled(raw):
-                    both = unet_eps(raw, torch.cat([x_t, x_t]), torch.cat([t, t]), tscd.default_cat_cond(cond, uncond))
+                with adapters_disabled(unet):
+                    both = unet_eps(unet, torch.cat([x_t, x_t]), torch.cat([t, t]),
+                                    tscd.default_cat_cond(batch.cond, batch.uncond))  # fmt: skip
                 eps = tscd.cfg_combine(both[b:], both[:b], 5.0)
                 x_prev = tscd.ddim_step(x_t, eps, t, t_prev, acp)
-                tgt = tscd.ddim_step(x_prev, unet_eps(raw, x_prev, t_prev, cond), t_prev, -1, acp)
-            pred = tscd.ddim_step(x_t, unet_eps(unet_wrapped, x_t, t, cond), t, -1, acp)
+                tgt = tscd.ddim_step(x_prev, unet_eps(unet, x_prev, t_prev, batch.cond), t_prev, -1, acp)
+            pred = tscd.ddim_step(x_t, unet_eps(unet, x_t, t, batch.cond), t, -1, acp)
             loss = tscd.pseudo_huber(pred.float(), tgt.float())
-        accelerator.backward(loss)
+        state.accelerator.backward(loss)
         base_opt.step()
         base_opt.zero_grad(set_to_none=True)
 
-    base_sps, base_mem = measure(baseline, args.warmup, args.steps, args.batch, device)
-    ours_sps, ours_mem = measure(ours, args.warmup, args.steps, args.batch, device)
-    n_params = sum(p.numel() for p in raw.parameters() if not p.requires_grad)
-    return {
-        "base": base,
-        "unet_params_M": round(n_params / 1e6, 1),
-        "lora_params_M": round(sum(p.numel() for p in params) / 1e6, 2),
-        "resolution": args.resolution,
-        "batch": args.batch,
-        "dtype": args.dtype,
-        "device": device,
-        "baseline_samples_per_s": round(base_sps, 3),
-        "ours_samples_per_s": round(ours_sps, 3),
-        "ratio_ours_over_baseline": round(ours_sps / base_sps, 3),
-        "peak_mem_gib_baseline": round(base_mem, 2),
-        "peak_mem_gib_ours": round(ours_mem, 2),
-    }
+    return step
+
+
+def stage_for(name: str, state: TrainerState):
+    from hypersd.distill.stage_tscd import TSCDStage
+
+    if name == "tscd":
+        return TSCDStage(1, state.cfg)
+    if name == "dmd":
+        from hypersd.distill.stage_dmd import DMDStage
+
+        return DMDStage(state.cfg)
+    from hypersd.distill.stage_dmd import DMDStage
+    from hypersd.distill.stage_feedback import FeedbackStage
+
+    return FeedbackStage(state.cfg, DMDStage(state.cfg))
+
+
+def run(base: str, args) -> dict:
+    state = build_state(base, args)
+    result = {"base": base, "resolution": args.resolution, "batch": args.batch, "dtype": args.dtype,
+              "device": args.device, "lora_params_M": round(sum(p.numel() for p in state.params) / 1e6, 2)}  # fmt: skip
+    result["unet_params_M"] = round(sum(p.numel() for p in state.unet.parameters() if not p.requires_grad) / 1e6, 1)
+    base_sps, base_mem = measure(baseline_step(state), args.warmup, args.steps, args.batch, args.device)
+    result.update(baseline_samples_per_s=round(base_sps, 3), peak_mem_gib_baseline=round(base_mem, 2))
+    for name in args.stages.split(","):
+        stage = stage_for(name, state)
+        stage.ensure_prepared(state)
+        sps, mem = measure(
+            lambda stage=stage: train_step(state, stage), args.warmup, args.steps, args.batch, args.device
+        )
+        result[f"{name}_samples_per_s"] = round(sps, 3)
+        result[f"{name}_over_baseline"] = round(sps / base_sps, 3)
+        result[f"peak_mem_gib_{name}"] = round(mem, 2)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--stages", default="tscd", help="comma-separated: tscd, dmd, feedback")
+    p.add_argument("--reward", default="", help="KIND:PATH for the feedback stage (e.g. demo:classifier.safetensors)")
+    p.add_argument("--decode-size", type=int, default=None, help="the feedback stage's reduced decode size")
     p.add_argument("--adversarial", action="store_true")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -205,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.tiny and args.device == "cpu":
         print("Hyper-SD: full-size UNets need a GPU; use --tiny on the CPU", file=sys.stderr)
         return 2
+    if "feedback" in args.stages and not args.reward:
+        from hypersd.demo.classifier import CLASSIFIER_FILE
+        from hypersd.demo.teacher import TEACHER_DIR
+
+        args.reward = f"demo:{TEACHER_DIR / CLASSIFIER_FILE}"
     bases = ("sd15", "sdxl") if args.base == "both" else (args.base,)
     for base in bases:
         a = argparse.Namespace(**vars(args))
@@ -217,11 +233,10 @@ def main(argv: list[str] | None = None) -> int:
             a.rank = min(a.rank, 8)
         result = run(base, a)
         print(json.dumps(result))
-        print(
-            f"{base}: ours {result['ours_samples_per_s']} samples/s vs LCM-LoRA-style {result['baseline_samples_per_s']} "
-            f"-> ratio {result['ratio_ours_over_baseline']}; peak memory {result['peak_mem_gib_ours']} vs "
-            f"{result['peak_mem_gib_baseline']} GiB"
-        )
+        stages = ", ".join(f"{s} {result[f'{s}_samples_per_s']} samples/s = {result[f'{s}_over_baseline']}x "
+                           f"({result[f'peak_mem_gib_{s}']} GiB)" for s in args.stages.split(","))  # fmt: skip
+        print(f"{base}: LCM-LoRA-style baseline {result['baseline_samples_per_s']} samples/s "
+              f"({result['peak_mem_gib_baseline']} GiB); {stages}")  # fmt: skip
     return 0
 
 

@@ -1,127 +1,156 @@
-"""`python -m hypersd demo`: the quick path end to end, and the report's pure parts on hand-made numbers."""
+"""`python -m hypersd demo`: the shipped teacher is a real SD1.5-layout model, the quick path runs the distillation
+engine end to end, and the summary's checks are computed from the numbers."""
 
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
-import torch
 
-from hypersd.demo import report
-from hypersd.demo.data import CLASS_NAMES, make_dataset, render_glyph
-from hypersd.demo.model import LoRAModel, TinyUNet, UNetConfig, init_lora, load_unet, save_unet
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from hypersd.demo import domain, summary  # noqa: E402
+from hypersd.demo.teacher import MAX_TOKENS, TEACHER_DIR, WORDS  # noqa: E402
 
 
-def test_quick_demo_end_to_end(tmp_path, capsys):
+def test_every_caption_names_its_label_and_nothing_else_parses():
+    for label in domain.all_labels():
+        for template in range(len(domain.TEMPLATES)):
+            assert domain.parse_caption(label.caption(template)) == label
+    assert domain.parse_caption("a red blue circle") is None
+    assert domain.parse_caption("a cat") is None
+    assert domain.parse_caption("Triangle, PURPLE") == domain.Label(2, 5)
+
+
+def test_renders_are_deterministic_balanced_and_in_range():
+    x1, labels1, captions1 = domain.make_dataset(96, seed=3)
+    x2, labels2, captions2 = domain.make_dataset(96, seed=3)
+    assert torch.equal(x1, x2) and labels1 == labels2 and captions1 == captions2
+    assert x1.shape == (96, 3, 32, 32) and float(x1.min()) >= -1 and float(x1.max()) <= 1
+    counts = np.bincount([lab.shape * 6 + lab.color for lab in labels1], minlength=48)
+    assert counts.min() == counts.max() == 2
+    with pytest.raises(ValueError, match="Hyper-SD: "):
+        domain.render(domain.Label(99, 0), np.random.default_rng(0))
+
+
+def test_the_tokenizer_makes_each_domain_word_one_token_and_still_reads_other_words(tmp_path):
+    from transformers import CLIPTokenizer
+
+    from hypersd.distill.tiny import write_tiny_tokenizer
+
+    write_tiny_tokenizer(tmp_path, words=WORDS, max_length=MAX_TOKENS)
+    tok = CLIPTokenizer.from_pretrained(str(tmp_path), local_files_only=True)
+    for word in WORDS:
+        assert tok.tokenize(word) == [word + "</w>"]
+    assert tok.tokenize("zebra") == ["z", "e", "b", "r", "a</w>"]
+    shipped = CLIPTokenizer.from_pretrained(str(TEACHER_DIR / "tokenizer"), local_files_only=True)
+    text = "a picture of a purple diamond, bars"
+    assert shipped(text).input_ids == tok(text).input_ids
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    from hypersd.distill.models import load_model
+
+    return load_model(TEACHER_DIR)
+
+
+def test_the_shipped_teacher_is_a_small_sd15_layout_diffusers_model(teacher):
+    size = sum(p.stat().st_size for p in TEACHER_DIR.rglob("*") if p.is_file())
+    assert size < 10 * 2**20
+    config = teacher.unet.config
+    assert teacher.base == "sd15" and config.layers_per_block == 2 and len(config.block_out_channels) == 4
+    assert list(config.down_block_types) == ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"]
+    assert list(config.up_block_types) == ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3
+    from hypersd.distill.engine import _check_lora_maps
+    from hypersd.distill.lora import add_lora
+
+    add_lora(teacher.unet, 4, 4.0, "all", seed=0)
+    _check_lora_maps(teacher.unet, "sd15")  # its LoRA keys land on WebUI's SD1.5 modules
+
+
+def test_the_shipped_classifier_reads_fresh_renders(teacher):
+    from hypersd.demo.classifier import CLASSIFIER_FILE, load_classifier
+
+    net = load_classifier(TEACHER_DIR / CLASSIFIER_FILE)
+    images, labels, _ = domain.make_dataset(480, seed=424242)  # a seed the teacher was not built from
+    assert float(net.matches(images, labels).mean()) >= 0.95
+
+
+def test_the_shipped_teacher_draws_what_its_prompt_says(teacher):
+    """The teacher's 25-step CFG samples, read back by the classifier: CFG and the text encoder do their job."""
+    from hypersd import tscd
+    from hypersd.demo.classifier import CLASSIFIER_FILE, load_classifier
+    from hypersd.distill.models import encode_prompts, unet_eps
+    from hypersd.schedules import alphas_cumprod
+
+    labels = domain.all_labels()
+    prompts = [lab.caption(i % len(domain.TEMPLATES)) for i, lab in enumerate(labels)]
+    cond, uncond = encode_prompts(teacher, prompts), encode_prompts(teacher, [""] * len(prompts))
+    noise = torch.randn(len(prompts), 4, 8, 8, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        x0 = tscd.guided_ddim_sample(
+            lambda x, t, c: unet_eps(teacher.unet, x, t, c), noise, cond, uncond, 25, 3.0, alphas_cumprod()
+        )
+        images = teacher.vae.decode(x0 / teacher.vae_scale).sample.clamp(-1, 1)
+    fidelity = float(load_classifier(TEACHER_DIR / CLASSIFIER_FILE).matches(images, labels).mean())
+    assert fidelity >= 0.8, fidelity
+
+
+def test_quick_demo_runs_the_distillation_engine_and_writes_the_report(tmp_path, capsys):
     from hypersd.__main__ import main
 
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--threads", "2"]) == 0
-    for name in ("report.html", "grid.png", "results.json", "loss_curves.svg"):
-        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    results = json.loads((out / "results.json").read_text())
-    errors = results["errors"]
-    assert set(errors) == {"teacher", "tscd", "tscd_stage", "oneshot"}
-    assert set(errors["teacher"]) == {"1", "2", "4", "8", "25"}
-    for key in ("tscd", "tscd_stage", "oneshot"):
-        assert set(errors[key]) == {"1", "2", "4", "8"}
-    assert all(math.isfinite(v) and v >= 0 for rows in errors.values() for v in rows.values())
-    assert set(results["tscd_stages"]) == {"8", "4", "2", "1"}
-    assert len(results["losses"]["tscd"]) == len(results["losses"]["oneshot"])  # same training budget
+    assert main(["demo", "--quick", "--out", str(out), "--threads", "1"]) == 0
+    run = out / "demo.run"
+    start = next(json.loads(line) for line in (run / "log.jsonl").read_text().splitlines())
+    assert start["event"] == "start" and start["config"]["stages"] == ["8", "4", "2", "1", "dmd", "feedback"]
+    assert start["config"]["model"] == str(TEACHER_DIR)
+    report = json.loads((run / "report.json").read_text())
+    assert set(report["loras"]) == {"8", "4", "2", "1", "dmd", "feedback"}
+    for name in ("report.html", "report-grid.png"):
+        assert (run / name).stat().st_size > 0
+    for name in ("results.json", "summary.txt"):
+        assert (out / name).stat().st_size > 0
+    for stem in ("8step", "4step", "2step", "1step", "unified", "feedback"):
+        assert (out / "loras" / f"demo-{stem}.safetensors").is_file()
     printed = capsys.readouterr().out
-    for method in report.METHODS:
-        assert method.label in printed
-    assert "beats the teacher at 1 step: " in printed
-    page = (out / "report.html").read_text()
-    assert "data:image/png;base64," in page and "<svg" in page and "one-shot CD" in page
-    from PIL import Image
-
-    grid = Image.open(out / "grid.png")
-    # 1 reference + 5 teacher + 3 x 4 student rows, one column per class
-    assert grid.height == 18 * (16 * 4 + 2) and grid.width == 210 + len(CLASS_NAMES) * (16 * 4 + 2)
+    assert "python -m hypersd distill" in printed and "pixel error ÷ teacher DDIM" in printed
+    assert "Checks (the issues' bars" in printed
 
 
-def test_dataset_is_deterministic_balanced_and_in_range():
-    x1, y1 = make_dataset(50, seed=3)
-    x2, y2 = make_dataset(50, seed=3)
-    assert torch.equal(x1, x2) and torch.equal(y1, y2)
-    assert x1.shape == (50, 3, 16, 16) and float(x1.min()) >= -1 and float(x1.max()) <= 1
-    assert sorted(np.bincount(y1.numpy()).tolist()) == [5] * 10
-    with pytest.raises(ValueError, match="Hyper-SD: "):
-        render_glyph(99, np.random.default_rng(0))
+def _report(teacher_err, lora_err, fid, fd, reward):
+    """A hand-made report.json-shaped dict: teacher line and LoRAs with the given numbers at 1/2/4/8 steps."""
+    steps = ("1", "2", "4", "8")
+    rep = {"reference_steps": 25, "teacher": {"25": {"pixel_mse": 0.0, "fidelity": 0.9}}, "loras": {}}
+    for n in steps:
+        rep["teacher"][n] = {"pixel_mse": teacher_err[n], "fidelity": 0.5, "frechet": 1.0, "reward": -1.0}
+    for name in ("8", "4", "2", "1", "dmd", "feedback"):
+        rep["loras"][name] = {"best": {n: {"pixel_mse": lora_err[name][n], "fidelity": fid[name], "frechet": fd[name],
+                                           "reward": reward[name]} for n in steps}}  # fmt: skip
+    return rep
 
 
-def test_lora_starts_as_the_teacher_and_round_trips(tmp_path):
-    net = TinyUNet(UNetConfig(channels=16, emb_dim=32)).eval()
-    x, t, y = torch.randn(2, 3, 16, 16), torch.tensor([10, 900]), torch.tensor([0, 10])
-    factors = init_lora(net, 4, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        assert torch.equal(LoRAModel(net, factors)(x, t, y), net(x, t, y))  # up = 0
-        factors[next(k for k in factors if k.endswith("lora_up"))].add_(0.1)
-        assert not torch.equal(LoRAModel(net, factors)(x, t, y), net(x, t, y))
-    save_unet(net, tmp_path / "t.safetensors")
-    loaded, meta = load_unet(tmp_path / "t.safetensors")
-    assert loaded.config == net.config and meta["hypersd_demo_unet"] == "1"
-    with torch.no_grad():  # fp16 storage
-        torch.testing.assert_close(loaded(x, t, y), net(x, t, y), rtol=2e-2, atol=2e-2)
-
-
-def test_shipped_teacher_is_small():
-    from hypersd.demo.cli import ASSET_TEACHER
-
-    if not ASSET_TEACHER.is_file():
-        pytest.skip("no shipped teacher (the demo trains one)")
-    assert ASSET_TEACHER.stat().st_size < 2_000_000
-
-
-def test_verdict_uses_paired_standard_error():
-    a = [1.0, 2.0, 3.0, 4.0]
-    assert report.verdict([v - 0.5 for v in a], a) == "yes"  # always lower: SE 0
-    assert report.verdict([v + 0.5 for v in a], a) == "no"
-    assert report.verdict([1.1, 1.9, 3.1, 3.9], a) == "tie"  # diff +-0.1, mean 0
-    diff, se = report.paired_comparison([2.0, 4.0], [1.0, 1.0])
-    assert diff == 2.0 and se == pytest.approx(1.0)  # d = [1, 3]: std 1.414, / sqrt 2
-
-
-def test_table_and_verdict_lines_from_hand_numbers():
-    per_image = {
-        "teacher": {1: [1.0, 1.2], 2: [0.5, 0.5], 4: [0.1, 0.1], 8: [0.01, 0.01], 25: [0.0, 0.0]},
-        "tscd": {1: [0.2, 0.2], 2: [0.2, 0.2], 4: [0.2, 0.2], 8: [0.2, 0.2]},
-        "tscd_stage": {1: [0.2, 0.2], 2: [0.1, 0.1], 4: [0.05, 0.05], 8: [0.02, 0.02]},
-        "oneshot": {1: [0.1, 0.1], 2: [0.3, 0.3], 4: [0.2, 0.2], 8: [0.2, 0.2]},
-    }
-    table = report.format_table(per_image, 100)
-    assert "100-step" in table and len(table.splitlines()) == 2 + len(report.METHODS)
-    assert "1.1000" in table  # mean of the teacher's 1-step errors
-    lines = report.verdict_lines(per_image)
-    assert "TSCD student beats the teacher at 1 step: yes (0.2000 vs 1.1000, teacher/student = 5.50x)" in lines
-    assert any(line.startswith("TSCD student beats the teacher at 8 steps: no") for line in lines)
-    assert any(line.startswith("TSCD final does NOT beat one-shot CD at 1 step: one-shot is better") for line in lines)
-    assert any(line.startswith("TSCD final beats one-shot CD at 2 steps") for line in lines)
-    assert any("a tie within noise" in line and "at 4 steps" in line for line in lines)
-    assert "TSCD stage k=4 beats the final TSCD student at 4 steps: yes (0.0500 vs 0.2000)" in lines
-
-
-def test_smooth_and_svg():
-    assert report.smooth([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
-    svg = report.svg_loss_curves({"a": [1.0, 0.1, 0.01], "b": [0.5, 0.5, 0.5]}, {"a": [1]})
-    assert svg.startswith("<svg") and svg.count("<polyline") == 2 and "stroke-dasharray" in svg
-
-
-def test_grid_layout():
-    rows = [("r1", np.zeros((3, 16, 16, 3), np.uint8)), ("r2", np.full((3, 16, 16, 3), 255, np.uint8))]
-    img = report.make_grid(rows, scale=2, label_width=50)
-    assert img.size == (50 + 3 * (32 + 2), 2 * (32 + 2))
-    assert img.getpixel((50, 0)) == (0, 0, 0) and img.getpixel((50, 34)) == (255, 255, 255)
-
-
-def test_train_teacher_command_writes_a_loadable_teacher(tmp_path):
-    from hypersd.demo import main
-
-    path = tmp_path / "teacher.safetensors"
-    assert main(["--train-teacher", "--teacher-steps", "2", "--teacher", str(path)]) == 0
-    net, meta = load_unet(path)
-    assert meta["teacher_steps"] == "2" and path.stat().st_size < 2_000_000
-    assert net(torch.zeros(1, 3, 16, 16), torch.tensor([5]), torch.tensor([10])).shape == (1, 3, 16, 16)
+def test_summary_checks_are_computed_from_the_numbers():
+    teacher_err = {"1": 1.0, "2": 0.5, "4": 0.2, "8": 0.1}
+    err = {name: {"1": 0.5, "2": 0.4, "4": 0.2, "8": 0.14} for name in ("8", "4", "2", "1", "dmd", "feedback")}
+    err["4"]["4"] = 0.25  # 1.25x the teacher: misses its bar of 1.0
+    fid = {"8": 0.6, "4": 0.6, "2": 0.6, "1": 0.6, "dmd": 0.85, "feedback": 0.86}
+    fd = {"8": 4.0, "4": 4.0, "2": 4.0, "1": 4.0, "dmd": 1.5, "feedback": 1.8}
+    reward = {"8": -2.0, "4": -2.0, "2": -2.0, "1": -2.0, "dmd": -1.5, "feedback": -1.2}
+    checks = dict(summary.checks(_report(teacher_err, err, fid, fd, reward)))
+    by_start = {text.split(":")[0]: ok for text, ok in checks.items()}
+    assert by_start["TSCD final at 1 step(s)"] is True  # 0.5 <= 0.66
+    assert by_start["TSCD final at 2 step(s)"] is True  # 0.8 <= 0.82
+    assert by_start["TSCD stage k=4 at 4 steps"] is False
+    assert by_start["TSCD stage k=8 at 8 steps"] is True  # 1.4 <= 1.5
+    unified = next(ok for text, ok in checks.items() if text.startswith("unified 1-step Fréchet"))
+    assert unified is True  # 1.5 <= 0.5 * 4.0
+    fidelity = next(ok for text, ok in checks.items() if text.startswith("unified 1-step prompt fidelity"))
+    assert fidelity is True  # 0.85 / 0.9 = 94 % >= 90 %
+    grows = [ok for text, ok in checks.items() if "grows by" in text]
+    assert grows == [False, False]  # 1.8 / 1.5 = +20 %
+    raised = [ok for text, ok in checks.items() if text.startswith("feedback raises")]
+    assert raised == [True, True]

@@ -21,7 +21,19 @@ from hypersd.distill import cli, lora  # noqa: E402
 from hypersd.distill.tiny import build_tiny_model  # noqa: E402
 
 SRC = str(pathlib.Path(__file__).resolve().parents[1] / "extensions_lib")
-COMMON = ["--resolution", "64", "--batch-size", "2", "--rank", "4", "--synth-steps", "2", "--no-progress"]
+COMMON = [
+    "--resolution",
+    "64",
+    "--batch-size",
+    "2",
+    "--rank",
+    "4",
+    "--synth-steps",
+    "2",
+    "--report",
+    "off",
+    "--no-progress",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -237,3 +249,47 @@ def test_cli_sdxl_with_aspect_buckets(tmp_path):
     )
     unet = UNet2DConditionModel.from_pretrained(model / "unet", local_files_only=True)
     assert lora.check_webui_coverage(keys, lora.webui_layer_names(unet)) == []
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda tmp: ["--lr", "-0.001"], "learning_rate must be above 0"),
+        (lambda tmp: ["--lr", "0"], "learning_rate must be above 0"),
+        (lambda tmp: ["--config", str(_write(tmp / "run.json", "{bad json"))], r"run\.json is not valid JSON"),
+        (lambda tmp: ["--config", str(_write(tmp / "run.toml", "x = ["))], r"run\.toml is not valid TOML"),
+        (lambda tmp: ["--config", str(_write(tmp / "run.json", '{"learning_rate": "fast"}'))], "wrong type"),
+        (lambda tmp: ["--config", str(_write(tmp / "run.json", '{"stages": 8}'))], "wrong form"),
+        (lambda tmp: ["--output-dir", str(_write(tmp / "afile", "x") / "sub")], r"lies under .*afile, which is a file"),
+        (lambda tmp: ["--work-dir", str(_write(tmp / "afile", "x"))], r"afile, which is a file"),
+        (lambda tmp: ["--stages", "8,4,dmd,2"], "dmd starts from the TSCD student"),
+        (lambda tmp: ["--stages", "8,feedback"], "needs a reward model"),
+        (lambda tmp: ["--out", "x" * 300], "at most 120 characters"),
+    ],
+    ids=[
+        "negative-lr",
+        "zero-lr",
+        "bad-json",
+        "bad-toml",
+        "wrong-type",
+        "wrong-form",
+        "output-under-a-file",
+        "work-dir-is-a-file",
+        "stage-order",
+        "feedback-without-reward",
+        "long-name",
+    ],  # fmt: skip
+)
+def test_bad_settings_are_refused_at_once_with_a_message_and_no_traceback(tmp_path, capsys, make, message):
+    args = ["--model", str(tmp_path / "model.safetensors"), "--data", str(tmp_path), "--output-dir", str(tmp_path)]
+    code = cli.main([*args, *make(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("Hyper-SD:") and "Traceback" not in err
+    assert pytest.importorskip("re").search(message, err), err
+    assert not list(tmp_path.rglob("*.safetensors"))
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path

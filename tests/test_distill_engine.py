@@ -131,7 +131,7 @@ def _cfg(tiny, data, out_dir, **kw):
     base = dict(
         model=str(tiny), data=str(data), out="run", output_dir=str(out_dir), resolution=64, stages=(8, 2),
         steps_per_stage=3, batch_size=2, rank=4, synth_steps=2, checkpoint_every=2, adversarial=True,
-        learning_rate=1e-3,
+        learning_rate=1e-3, report="off",
     )  # fmt: skip
     base.update(kw)
     return DistillConfig(**base)
@@ -265,7 +265,7 @@ def test_base_detection_from_key_names():
 def test_out_of_memory_stops_with_a_message_and_keeps_the_last_checkpoint(tiny, prompts, tmp_path, monkeypatch):
     from hypersd.distill import engine
 
-    real_step, calls = engine._train_step, []
+    real_step, calls = engine.train_step, []
 
     def step_then_oom(*args, **kwargs):
         calls.append(1)
@@ -273,7 +273,7 @@ def test_out_of_memory_stops_with_a_message_and_keeps_the_last_checkpoint(tiny, 
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "_train_step", step_then_oom)
+    monkeypatch.setattr(engine, "train_step", step_then_oom)
     with pytest.raises(engine.TrainingError, match="out of memory.*--batch-size.*--resume"):
         run_distillation(_cfg(tiny, prompts, tmp_path), progress=False)
     paths = RunPaths(tmp_path, "run")

@@ -110,7 +110,7 @@ def test_metadata_keys_are_strings_and_complete(tiny, tmp_path):
     assert (got["ss_network_dim"], got["ss_network_alpha"], got["ss_output_name"]) == ("4", "2", "y")
     assert got["ss_network_module"] == "networks.lora"
     assert got["hypersd_stages"] == "8,4,2,1" and got["hypersd_steps"] == "1" and got["hypersd_steps_trained"] == "40"
-    assert (got["hypersd_sampler"], got["hypersd_scheduler"], got["hypersd_cfg"]) == ("TCD", "Trailing", "1.0")
+    assert (got["hypersd_sampler"], got["hypersd_scheduler"], got["hypersd_cfg"]) == ("TCD", "Trailing", "1")
     assert (got["hypersd_gamma"], got["hypersd_base"], got["hypersd_weight"]) == ("0.3", base, "1.0")
     assert "hypersd_version" in got
     assert float(alpha) == 2.0

@@ -19,12 +19,12 @@ def test_filled_fields_override_the_preset_and_the_engine_accepts_them():
         sample_prompts="a cat\n\n a dog ",
     )  # fmt: skip
     assert settings == {
-        "stages": [4, 2, 1], "steps_per_stage": 50, "rank": 8, "learning_rate": 2e-4, "batch_size": 3,
+        "stages": ["4", "2", "1"], "steps_per_stage": 50, "rank": 8, "learning_rate": 2e-4, "batch_size": 3,
         "omega_min": 4.0, "omega_max": 8.0, "resolution": 768, "buckets": True, "mixed_precision": "bf16",
         "gradient_checkpointing": True, "sample_prompts": ["a cat", "a dog"],
     }  # fmt: skip
     cfg = build_config("standard", None, model="m", **settings)
-    assert cfg.stages == (4, 2, 1) and cfg.rank == 8 and cfg.sample_prompts == ("a cat", "a dog")
+    assert cfg.stages == ("4", "2", "1") and cfg.rank == 8 and cfg.sample_prompts == ("a cat", "a dog")
 
 
 def test_every_bad_field_is_named_at_once():
@@ -36,6 +36,18 @@ def test_every_bad_field_is_named_at_once():
                   "Resolution: must be a multiple of 64", "CFG range: from 9 is above to 3", "Batch size",
                   "Aspect buckets"):  # fmt: skip
         assert words in text, words
+
+
+def test_the_later_stages_are_ticked_on_and_need_a_reward_model_for_feedback():
+    assert settings_from_form(unified=True) == {"stages": ["8", "4", "2", "1", "dmd"]}
+    assert settings_from_form(stages="4,1", unified=True, feedback=True, reward=" clip:/m ") == {
+        "stages": ["4", "1", "dmd", "feedback"],
+        "reward": "clip:/m",
+    }
+    with pytest.raises(FormError, match="Reward model: human feedback needs one"):
+        settings_from_form(feedback=True)
+    cfg = build_config("quick", None, model="m", **settings_from_form(unified=True, feedback=True, reward="demo:/c"))
+    assert cfg.stages[-2:] == ("dmd", "feedback") and cfg.reward == "demo:/c"
 
 
 @pytest.mark.parametrize("name", ["", " ", "a/b", "..x", "x.safetensors", "c:x", "what?"])

@@ -212,8 +212,8 @@ def _bitmap_font(*_args, **_kwargs):
 def test_plot_and_comparison_labels_draw_with_webui_pillow_bitmap_font(monkeypatch):
     import numpy as np
 
-    from hypersd.demo import report
-    from hypersd.webui.train_compare import latin1
+    from hypersd import report_page as report
+    from hypersd.report_page import latin1
 
     monkeypatch.setattr(lossplot, "_font", _bitmap_font)
     img = lossplot.render_loss_plot([(1, 100.0, 8), (2, 1.0, 4), (3, float("inf"), 4)], stage_ends=[(8, 1)])
@@ -222,8 +222,9 @@ def test_plot_and_comparison_labels_draw_with_webui_pillow_bitmap_font(monkeypat
     monkeypatch.setattr(report, "_font", _bitmap_font)
     tiles = np.zeros((2, 8, 8, 3), dtype=np.uint8)
     label = "house: DPM++ 2M Karras, 25 steps — 1.0 s/image ✓"
-    with pytest.raises(UnicodeEncodeError):
-        report.make_grid([(label, tiles)])
+    with pytest.raises(UnicodeEncodeError):  # what the grid must protect itself from
+        _bitmap_font().getmask(label)
     safe = latin1(label)
     assert safe == "house: DPM++ 2M Karras, 25 steps ? 1.0 s/image ?"
-    assert report.make_grid([(safe, tiles)], scale=1).size[1] == 8 + 2
+    assert report.make_grid([(label, tiles)], scale=1).size[1] == 8 + 2  # the unsafe label draws too
+    assert report.make_grid([(label, tiles)], scale=1, header=["a ✓"]).size[1] == 16 + 8 + 2

@@ -76,7 +76,7 @@ def _values(**changes):
 def _poll_until(controller, predicate, timeout=240, host=None):
     """Poll like the UI timer; return what the components show (the last value sent to each)."""
     seen = None
-    shown = [None] * 7
+    shown = [None] * 8
     deadline = time.time() + timeout
     while time.time() < deadline:
         done = predicate(controller.status())  # read first: the tick below then sees the finished state
@@ -123,7 +123,7 @@ def test_start_progress_samples_and_the_finished_lora(tmp_path, tiny, data):
     busy = train_tab.on_start(host, controller, _values(data=str(data), out="second"))
     assert "already running" in busy or "already exists" in busy
 
-    html, log, plot, samples, comparison, resume, seen = _poll_until(
+    html, log, plot, samples, comparison, resume, report, seen = _poll_until(
         controller, lambda s: s.state == "finished", host=host
     )
     assert resume == {"__type__": "update", "choices": [], "value": None}  # a finished run is not resumable
@@ -133,11 +133,12 @@ def test_start_progress_samples_and_the_finished_lora(tmp_path, tiny, data):
     assert isinstance(plot, Image.Image) and plot.size == (640, 260)
     assert [caption for _, caption in samples] == ["stage k=2", "stage k=1"]
     assert comparison is None  # the stand-in host makes no grid
+    assert "<iframe" in report and "Quality report" in report  # the engine's report, shown when the run ends
     assert "hypersd distill" in log
     assert (tmp_path / "Lora" / "house-hyper.safetensors").is_file()
     # nothing changed since the last tick: the heavy components are left alone
     again = train_tab.poll(controller, seen, host)
-    assert again[2] == again[3] == again[5] == train_tab.NO_CHANGE
+    assert again[2] == again[3] == again[5] == again[6] == train_tab.NO_CHANGE
     # the same name again is refused until Overwrite is ticked
     message = train_tab.on_start(host, controller, _values(data=str(data)))
     assert "already exists" in message and "Overwrite" in message

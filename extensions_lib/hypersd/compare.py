@@ -77,6 +77,17 @@ def sample_euler(model, x, sigmas):
 
 
 @torch.no_grad()
+def sample_lcm(model, x, sigmas, noise_sampler=None):
+    """k-diffusion's LCM sampler (WebUI's "LCM"): jump to the x0 prediction, re-noise to the next sigma."""
+    for i in range(len(sigmas) - 1):
+        x = model(x, sigmas[i] * x.new_ones(x.shape[0]))
+        if float(sigmas[i + 1]) > 0:
+            noise = noise_sampler(sigmas[i], sigmas[i + 1]) if noise_sampler is not None else torch.randn_like(x)
+            x = x + sigmas[i + 1] * noise
+    return x
+
+
+@torch.no_grad()
 def sample_dpmpp_sde(model, x, sigmas, eta=1.0, r=0.5, generator=None):
     """DPM-Solver++ (stochastic, 2 model calls per step) in its k-diffusion form, Gaussian noise."""
 

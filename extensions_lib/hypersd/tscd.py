@@ -30,19 +30,24 @@ DEFAULT_STAGE_WEIGHTS: dict[int, tuple[float, float]] = {8: (1.0, 0.0), 4: (1.0,
 # --------------------------------------------------------------------------------------------- grid
 
 
-def solver_grid(num_steps: int = 50, train_steps: int = 1000) -> torch.Tensor:
+def solver_grid(num_steps: int = 50, train_steps: int = 1000, include_top: bool = False) -> torch.Tensor:
     """Ascending DDIM solver grid including 0: ``[0, T/N, 2T/N, ..., T - T/N]`` (int64, length N).
 
     LCM uses ``i·T/N - 1``; we use exact multiples of ``T/N`` instead so that every segment edge
     ``j·T/k`` (k dividing N) is itself a grid point and ``t_end`` can land on it exactly.  The top
     point ``T - T/N`` is the highest *training* start timestep; trailing inference starts at T-1,
     one grid cell above, which the student sees as the same segment.
+
+    ``include_top`` adds the point ``T`` (length N+1): the trailing grid, with :func:`tscd_step_targets`'s
+    ``shift=1`` (timestep = grid point - 1: 999, 974, ..., 24 and the clean -1), whose segment edges are exactly
+    the timesteps trailing inference queries (k=8: 999, 874, ..., 124).
     """
     if num_steps < 1 or train_steps % num_steps:
         raise ValueError(
             f"Hyper-SD: the solver grid needs a step count that divides {train_steps} (e.g. 40 or 50), got {num_steps}"
         )
-    return torch.arange(0, train_steps, train_steps // num_steps, dtype=torch.long)
+    top = train_steps + 1 if include_top else train_steps
+    return torch.arange(0, top, train_steps // num_steps, dtype=torch.long)
 
 
 def _segment_length(k: int, train_steps: int) -> int:
@@ -226,8 +231,13 @@ def tscd_step_targets(
     offset_noise: float = 0.0,
     cat_cond: Callable[[Any, Any], Any] | None = None,
     train_steps: int = 1000,
+    shift: int = 0,
 ) -> dict[str, torch.Tensor]:
     """TSCD.md's "one training step", steps 1-4, for a stage with ``k`` segments.
+
+    The segment arithmetic runs on the grid; the models see ``grid point - shift`` (``shift=1`` with a grid that
+    includes T: trailing timesteps; a target point at -1 is the clean image). The returned timesteps are the
+    models' (clamped at 0).
 
     Returns ``pred`` (student, with grad), ``target`` (no grad), ``t_n``, ``t_prev``, ``t_end``,
     ``t_b`` and ``x_tn``.  The caller computes the loss (MSE / pseudo-Huber + adversarial) from
@@ -252,6 +262,7 @@ def tscd_step_targets(
     # 2. t_end on the grid in [t_b, t_{n-1}]
     t_end = sample_t_end(n_idx, grid, k, generator=generator, train_steps=train_steps)
     t_b = segment_lower_edge(t_prev, k, train_steps)
+    t_n, t_prev, t_end, t_b = (t - shift for t in (t_n, t_prev, t_end, t_b))
     x_tn = add_noise(x0, eps, t_n, acp)
 
     with torch.no_grad():
@@ -268,8 +279,34 @@ def tscd_step_targets(
         "pred": pred,
         "target": x_target.detach(),
         "t_n": t_n,
-        "t_prev": t_prev,
-        "t_end": t_end,
-        "t_b": t_b,
+        "t_prev": t_prev.clamp(min=0),
+        "t_end": t_end.clamp(min=0),
+        "t_b": t_b.clamp(min=0),
         "x_tn": x_tn,
     }
+
+
+@torch.no_grad()
+def guided_ddim_sample(
+    teacher: Model,
+    x: torch.Tensor,
+    cond: Any,
+    uncond: Any,
+    steps: int,
+    omega: float | torch.Tensor,
+    acp: torch.Tensor,
+    cat_cond: Callable[[Any, Any], Any] | None = None,
+) -> torch.Tensor:
+    """The teacher's deterministic DDIM with classifier-free guidance on trailing timesteps, from ``x`` (noise at
+    t = 999) to its x0 prediction; cond and uncond run in one batch of 2B per step."""
+    from hypersd.schedules import trailing_timesteps
+
+    batch = x.shape[0]
+    both = (cat_cond or default_cat_cond)(cond, uncond)
+    ts = trailing_timesteps(steps)
+    for i, t in enumerate(ts):
+        t_next = ts[i + 1] if i + 1 < len(ts) else -1
+        tt = torch.full((batch,), t, dtype=torch.long, device=x.device)
+        eps = teacher(torch.cat([x, x]), torch.cat([tt, tt]), both)
+        x = ddim_step(x, cfg_combine(eps[batch:], eps[:batch], omega), tt, t_next, acp)
+    return x

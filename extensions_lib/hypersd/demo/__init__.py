@@ -1,4 +1,4 @@
-"""``python -m hypersd demo``: TSCD vs one-shot consistency distillation of a tiny built-in model, on the CPU."""
+"""``python -m hypersd demo``: the whole Hyper-SD recipe on a tiny built-in SD1.5, on the CPU (see cli.py)."""
 
 from __future__ import annotations
 

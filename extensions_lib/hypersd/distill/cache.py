@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import torch
 
 from hypersd import tscd
-from hypersd.schedules import trailing_timesteps
 
 from .config import DistillConfig
 from .data import Dataset, load_image, make_buckets, nearest_bucket, validate_images
@@ -28,33 +27,11 @@ class CachedData:
     uncond_pooled: torch.Tensor | None
     sample_cond: dict[str, torch.Tensor] = field(default_factory=dict)
     sample_prompts: list[str] = field(default_factory=list)
+    captions: list[str] = field(default_factory=list)  # the text of each row of hidden
 
 
 def vae_factor(model: SDModel) -> int:
     return 2 ** (len(model.vae.config.block_out_channels) - 1)
-
-
-@torch.no_grad()
-def _teacher_sample(
-    model: SDModel,
-    cond: dict[str, torch.Tensor],
-    uncond: dict[str, torch.Tensor],
-    noise: torch.Tensor,
-    steps: int,
-    omega: float,
-    acp: torch.Tensor,
-) -> torch.Tensor:
-    """Teacher DDIM sampling with CFG (trailing spacing): the x0 latents of prompt-list mode."""
-    x = noise
-    ts = trailing_timesteps(steps)
-    for i, t in enumerate(ts):
-        t_next = ts[i + 1] if i + 1 < len(ts) else -1
-        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        both = tscd.default_cat_cond(cond, uncond)
-        eps = unet_eps(model.unet, torch.cat([x, x]), torch.cat([tt, tt]), both)
-        eps = tscd.cfg_combine(eps[x.shape[0] :], eps[: x.shape[0]], omega)
-        x = tscd.ddim_step(x, eps, tt, t_next, acp)
-    return x
 
 
 @torch.no_grad()
@@ -95,7 +72,9 @@ def build_cache(
                     uncond.update(text_embeds=un["text_embeds"].to(device), time_ids=tid[None].to(device))
                 channels = model.unet.config.in_channels
                 noise = torch.randn((1, channels, size, size), generator=gen).to(device)
-                x0 = _teacher_sample(model, cond, uncond, noise, cfg.synth_steps, omega, acp)
+                x0 = tscd.guided_ddim_sample(
+                    lambda x, t, c: unet_eps(model.unet, x, t, c), noise, cond, uncond, cfg.synth_steps, omega, acp
+                )
                 latents.append(x0[0].float().cpu())
                 time_ids.append(tid)
                 buckets.setdefault((size, size), []).append(len(latents) - 1)
@@ -140,19 +119,24 @@ def build_cache(
         uncond_pooled=un["text_embeds"].float().cpu() if "text_embeds" in un else None,
         sample_cond={k: v.float().cpu() for k, v in sample_cond.items()},
         sample_prompts=prompts,
+        captions=captions,
     )
 
 
 def sample_batch(
-    cache: CachedData, batch: int, gen: torch.Generator, device: torch.device
+    cache: CachedData, batch: int, gen: torch.Generator, device: torch.device, prompts: list[str] | None = None
 ) -> tuple[torch.Tensor, dict, dict]:
-    """A batch from one aspect bucket: draw a sample uniformly, then the rest from its bucket (with replacement)."""
+    """A batch from one aspect bucket: draw a sample uniformly, then the rest from its bucket (with replacement).
+
+    ``prompts``, when given, receives the batch's caption texts (the feedback stage's reward needs them)."""
     first = int(torch.randint(len(cache.latents), (1,), generator=gen))
     shape = tuple(cache.latents[first].shape[1:])
     members = cache.buckets[shape]
     picks = [first] + [members[int(i)] for i in torch.randint(len(members), (batch - 1,), generator=gen)]
     x0 = torch.stack([cache.latents[i] for i in picks]).to(device)
     rows = torch.tensor([cache.caption_index[i] for i in picks])
+    if prompts is not None:
+        prompts.extend(cache.captions[int(r)] for r in rows)
     cond = {"encoder_hidden_states": cache.hidden[rows].to(device)}
     uncond = {"encoder_hidden_states": cache.uncond_hidden.expand(batch, -1, -1).to(device)}
     if cache.pooled is not None:

@@ -1,4 +1,8 @@
-"""``python -m hypersd distill``: distil an SD1.5/SDXL model into few-step LoRAs with TSCD.
+"""``python -m hypersd distill``: distil an SD1.5/SDXL model into few-step LoRAs with Hyper-SD's recipe.
+
+Stages (``--stages``): TSCD with 8, 4, 2 and 1 segments (one LoRA per step count), then ``dmd`` (score
+distillation: the unified 1-8-step LoRA) and ``feedback`` (a reward model, ``--reward KIND:PATH``). After the run
+a quality report measures every LoRA and writes the best sampler/steps/gamma/CFG into its metadata.
 
 Example::
 
@@ -49,9 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="start again, deleting an earlier run of the same --out")
     p.add_argument("--base", choices=("auto", "sd15", "sdxl"))
     p.add_argument("--tokenizer", help="folder with the CLIP tokenizer (vocab.json, merges.txt) for single-file models")
-    p.add_argument("--stages", help="comma-separated segment counts, default 8,4,2,1")
+    p.add_argument(
+        "--stages",
+        help="comma-separated: TSCD segment counts and dmd/feedback, default 8,4,2,1 "
+        "(the whole recipe: 8,4,2,1,dmd,feedback)",
+    )
     p.add_argument("--steps-per-stage", dest="steps_per_stage", type=int)
+    p.add_argument("--stage-steps", dest="stage_steps", help="per-stage step counts, e.g. dmd=2000,feedback=500")
     p.add_argument("--solver-steps", dest="solver_steps", type=int)
+    p.add_argument(
+        "--trailing-grid", dest="trailing_grid", type=_bool, help="true/false: train on inference's timesteps (false)"
+    )
     p.add_argument("--omega-min", dest="omega_min", type=float)
     p.add_argument("--omega-max", dest="omega_max", type=float)
     p.add_argument("--ema-decay", dest="ema_decay", type=float)
@@ -59,11 +71,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--huber-c", dest="huber_c", type=float)
     p.add_argument("--offset-noise", dest="offset_noise", type=float)
     p.add_argument("--adversarial", type=_bool, help="true/false: hinge GAN on frozen-teacher mid-block features")
+    g = p.add_argument_group("score distillation (stage dmd; defaults from DMD2)")
+    g.add_argument("--dmd-guidance", dest="dmd_guidance", type=float, help="the real score's CFG (SD1.5 1.75, SDXL 8)")
+    g.add_argument(
+        "--dmd-fake-updates", dest="dmd_fake_updates", type=int, help="fake-score updates per student update (5)"
+    )
+    g.add_argument(
+        "--dmd-fake-lr", dest="dmd_fake_lr", type=float, help="the fake score's learning rate (default --lr)"
+    )
+    g.add_argument(
+        "--dmd-fake-warmup", dest="dmd_fake_warmup", type=int, help="fake-score updates before the first student one (0)"
+    )
+    g.add_argument(
+        "--dmd-regression-weight", dest="dmd_regression_weight", type=float, help="paired regression weight (0.25)"
+    )
+    g.add_argument("--dmd-regression-pairs", dest="dmd_regression_pairs", type=int)
+    g.add_argument(
+        "--dmd-adversarial-weight", dest="dmd_adversarial_weight", type=float, help="GAN term weight (0: off)"
+    )
+    g.add_argument(
+        "--unified-steps", dest="unified_steps", help="step counts the unified LoRA is trained for (1,2,4,8)"
+    )
+    g = p.add_argument_group("human feedback (stage feedback; defaults from ReFL)")
+    g.add_argument("--reward", help="the reward model KIND:PATH (demo, clip, pickscore, aesthetic, imagereward, hpsv2)")
+    g.add_argument("--feedback-alpha", dest="feedback_alpha", type=float, help="hinge threshold (the kind's default)")
+    g.add_argument("--feedback-weight", dest="feedback_weight", type=float, help="reward loss weight (1e-3)")
+    g.add_argument(
+        "--feedback-steps", dest="feedback_steps", help="student step counts whose last step is scored (1,2,4,8)"
+    )
+    g.add_argument(
+        "--feedback-decode-size", dest="feedback_decode_size", type=int, help="decode at this size (less memory)"
+    )
+    g = p.add_argument_group("quality report")
+    g.add_argument(
+        "--report", choices=("off", "quick", "full"), help="measure every LoRA after the run (default quick)"
+    )
+    g.add_argument("--report-noises", dest="report_noises", type=int, help="noises per setting while choosing (16)")
+    g.add_argument("--report-samples", dest="report_samples", type=int, help="images per LoRA and step count (64)")
+    g.add_argument("--report-steps", dest="report_steps", help="step counts to measure (1,2,4,8)")
+    g.add_argument(
+        "--report-prompts", dest="report_prompts", help="'|'-separated prompts (default: --sample-prompts, captions)"
+    )
+    g.add_argument("--report-scorer", dest="report_scorer", help="prompt-fidelity scorer KIND:PATH (default: --reward)")
     p.add_argument("--rank", type=int)
     p.add_argument("--alpha", type=float)
     p.add_argument("--lora-targets", dest="lora_targets", choices=("attn", "attn_ff", "all"))
     p.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float)
     p.add_argument("--warmup-steps", dest="warmup_steps", type=int)
+    p.add_argument("--lr-schedule", dest="lr_schedule", choices=("constant", "cosine"), help="per stage (constant)")
+    p.add_argument("--lr-end-ratio", dest="lr_end_ratio", type=float, help="cosine: the last step's lr / lr (0.1)")
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--grad-accum", dest="grad_accum", type=int)
     p.add_argument("--mixed-precision", dest="mixed_precision", choices=("no", "fp16", "bf16"))
@@ -114,9 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         # SIGTERM too: torchrun / accelerate launch and job schedulers stop workers with it
         previous = {sig: signal.signal(sig, on_sigint) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        from .checkpoint import CheckpointError
         from .data import DataError
         from .engine import TrainingError, run_distillation
         from .models import ModelError
+        from .rewards import RewardError
 
         try:
             result = run_distillation(
@@ -127,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress=not args.no_progress,
                 stop_after_steps=args.stop_after_steps,
             )
-        except (DataError, ModelError, TrainingError, ConfigError) as err:
+        except (DataError, ModelError, TrainingError, ConfigError, RewardError, CheckpointError) as err:
             print(err, file=sys.stderr)
             return 1
     finally:
@@ -139,6 +197,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Hyper-SD: interrupted at step {result.steps}; run again with --resume to continue", file=sys.stderr)
         return 130
     print(f"Hyper-SD: done after {result.steps} steps: {result.final_lora}")
-    for k, path in sorted(result.stage_loras.items(), reverse=True):
-        print(f"  stage k={k}: {path}")
+    for k, path in result.stage_loras.items():
+        print(f"  stage {'k=' if isinstance(k, int) else ''}{k}: {path}")
+    if result.report:
+        print(report_summary(result.report))
     return 0
+
+
+def report_summary(report: dict[str, Any]) -> str:
+    """The quality report in a few lines: each LoRA's recommended settings and what the report cost."""
+    lines = ["Hyper-SD: quality report (best settings written into each LoRA's metadata):"]
+    for lora in report["loras"].values():
+        rec = lora["recommended"]
+        gamma = f", gamma {rec['gamma']:g}" if rec.get("gamma") is not None else ""
+        best = lora["best"][rec["steps"]]
+        fid = f", fidelity {best['fidelity']:.3f}" if "fidelity" in best else ""
+        lines.append(f"  {lora['label']:<10} {rec['steps']} steps, {rec['sampler']}{gamma}, CFG {rec['cfg']:g}: "
+                     f"pixel MSE {best['pixel_mse']:.4g}{fid}")  # fmt: skip
+    cost = report["cost"]
+    lines.append(
+        f"  cost: {cost['unet_calls']} UNet calls, {cost['seconds']} s (--report off|quick|full, --report-samples)"
+    )
+    return "\n".join(lines)

@@ -1,35 +1,38 @@
-"""The TSCD training engine: stages k = 8 → 4 → 2 → 1 on a LoRA of the UNet, with accelerate.
+"""The distillation engine: ``run_distillation(cfg)`` runs the stages of ``cfg`` on a LoRA of the UNet.
 
-One optimiser step per stage step (``grad_accum`` micro-batches). The teacher is the same UNet with the LoRA
-switched off, the target the same UNet with the EMA LoRA weights swapped in; the math is ``hypersd.tscd``.
+The order of a run: settings, data and model are checked and loaded (every refusal happens here, before the first
+training step), latents and text embeddings are cached, the stages run (``hypersd.distill.trainer``), each stage's
+LoRA is exported as it finishes, the quality report measures them (``hypersd.distill.report``) and writes the
+measured settings into their metadata, and only then the final LoRA appears.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import pathlib
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from hypersd import tscd
 from hypersd.schedules import alphas_cumprod
-from hypersd.train import layout
 
 from . import checkpoint as ckpt
-from .cache import CachedData, build_cache, sample_batch, vae_factor
-from .config import DistillConfig
+from .cache import CachedData, build_cache, vae_factor
+from .config import DMD, DistillConfig
 from .data import discover_dataset, validate_images
-from .export import ExportError, export_lora, lora_metadata
-from .lora import add_lora, lora_parameters
-from .models import load_model, unet_eps
+from .export import ExportError, check_keys_map_in_webui, export_lora, lora_metadata
+from .lora import add_lora, kohya_module_key, lora_parameters
+from .models import load_model
+from .progress_bar import ProgressBar
+from .run import Interrupted, RunPaths, RunResult, TrainingError, _is_oom, _Run, build_stages
 from .samples import save_sample_grid, student_sample
-from .views import Discriminator, adapters_disabled, swapped_weights, teacher_mid_features
+from .trainer import Stage, TrainerState, restore_checkpoint, save_checkpoint, train_step
+from .views import Discriminator, adapters_disabled, merged_adapter, swapped_weights, teacher_mid_features
 
 __all__ = [
     "CachedData",
@@ -46,50 +49,56 @@ __all__ = [
 ]
 
 
-class TrainingError(RuntimeError):
-    """Training stopped; the message names the cause and what to do."""
+# --------------------------------------------------------------------------------------------- set-up
 
 
-class Interrupted(RuntimeError):
-    """Stopped on request (Ctrl-C); a checkpoint was saved."""
+def _check_processes(accelerator: Any) -> None:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world != accelerator.num_processes:
+        raise TrainingError(
+            f"Hyper-SD: {world} processes were launched but accelerate set up {accelerator.num_processes}; "
+            "on a machine without GPUs use `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N ...` "
+            "(accelerate's --cpu flag starts a single process unless MPI is configured)"
+        )
 
 
-# --------------------------------------------------------------------------------------------- paths
+def _existing_run(run: _Run, resume: bool, overwrite: bool) -> pathlib.Path | None:
+    paths = run.paths
+    existing = ckpt.latest_checkpoint(paths.run_dir) if paths.run_dir.exists() else None
+    if resume and existing is None:
+        raise TrainingError(f"Hyper-SD: --resume given but {paths.run_dir} holds no checkpoint; start without --resume")
+    if not resume and not overwrite and (existing is not None or paths.final_lora.exists()):
+        raise TrainingError(
+            f"Hyper-SD: {paths.final_lora if paths.final_lora.exists() else paths.run_dir} already exists; "
+            "use --resume to continue that run or --overwrite to start again"
+        )
+    if not resume and overwrite and run.main and paths.run_dir.exists():
+        shutil.rmtree(paths.run_dir)
+    run.accelerator.wait_for_everyone()
+    return existing if resume else None
 
 
-@dataclass
-class RunPaths:
-    output_dir: pathlib.Path
-    name: str
-    work_dir: pathlib.Path | None = None  # the run folder's parent; None: output_dir
-
-    @property
-    def run_dir(self) -> pathlib.Path:
-        return layout.run_dir(self.work_dir or self.output_dir, self.name)
-
-    @property
-    def final_lora(self) -> pathlib.Path:
-        return layout.final_lora(self.output_dir, self.name)
-
-    def stage_lora(self, k: int) -> pathlib.Path:
-        return layout.stage_lora(self.output_dir, self.name, k)
-
-    @property
-    def log(self) -> pathlib.Path:
-        return layout.log_file(self.run_dir)
-
-    def sample_grid(self, k: int) -> pathlib.Path:
-        return layout.sample_grid(self.run_dir, k)
+def _check_lora_maps(unet: Any, base: str) -> None:
+    """Refuse a UNet whose LoRA keys WebUI would not load (before training, not at the first export)."""
+    names = [n for n, _ in lora_parameters(unet)]
+    modules = sorted({n.split(".lora_")[0] for n in names})
+    keys = [f"{kohya_module_key(m, base, unet.config)}.lora_down.weight" for m in modules]
+    try:
+        check_keys_map_in_webui(keys, base, unet.config, modules)
+    except (ExportError, ValueError) as err:
+        raise TrainingError(
+            f"{err}. The UNet's blocks are not laid out like {base.upper()}'s, so its LoRA could not be used in WebUI; "
+            "distil a standard SD1.5/SDXL checkpoint"
+        ) from err
 
 
-# --------------------------------------------------------------------------------------------- the run
-
-
-def _free_disk_check(paths: RunPaths, n_lora_params: int, n_stages: int, adversarial: bool) -> None:
+def _free_disk_check(
+    paths: RunPaths, n_params: int, n_stages: int, adversarial: bool, fake_score: bool = False
+) -> None:
     """The Train tab's preflight estimate (hypersd.train.estimate), checked again with the real parameter count."""
     from hypersd.train.estimate import check_disk, disk_needed_for
 
-    need = disk_needed_for(n_lora_params, n_stages, adversarial)
+    need = disk_needed_for(n_params, n_stages, adversarial, fake_score=fake_score)
     paths.output_dir.mkdir(parents=True, exist_ok=True)
     for folder in {paths.output_dir, paths.run_dir.parent}:
         message = check_disk(folder, need)
@@ -97,18 +106,124 @@ def _free_disk_check(paths: RunPaths, n_lora_params: int, n_stages: int, adversa
             raise TrainingError(message)
 
 
-def _is_oom(err: BaseException) -> bool:
-    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
-    return (oom_type is not None and isinstance(err, oom_type)) or "out of memory" in str(err).lower()
+def _make_optimizer(cfg: DistillConfig, params: list[torch.Tensor], lr: float | None = None) -> torch.optim.Optimizer:
+    if cfg.use_8bit_adam:
+        try:
+            import bitsandbytes as bnb
+        except ImportError as err:
+            raise TrainingError("Hyper-SD: --use-8bit-adam needs `pip install bitsandbytes`") from err
+        return bnb.optim.AdamW8bit(params, lr=lr or cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=lr or cfg.learning_rate, weight_decay=cfg.weight_decay)
 
 
-@dataclass
-class RunResult:
-    final_lora: pathlib.Path | None
-    stage_loras: dict[int, pathlib.Path]
-    steps: int
-    losses: list[float]
-    interrupted: bool = False
+def _move(module: torch.nn.Module, device: Any, dtype: torch.dtype) -> None:
+    """Move, and cast only when the dtype changes (diffusers warns on every dtype-carrying ``.to``)."""
+    module.to(device)
+    if next(module.parameters()).dtype != dtype:
+        module.to(dtype)
+
+
+def _setup(run: _Run, existing: pathlib.Path | None) -> TrainerState:
+    """Data, model, cache, LoRA, optimiser and stages; every refusal happens in here."""
+    cfg = run.cfg
+    if not cfg.data:
+        raise TrainingError("Hyper-SD: --data is required: an image folder, a metadata.jsonl folder or a prompt list")
+    dataset = discover_dataset(cfg.data)
+    if dataset.kind == "images":
+        validate_images(dataset)
+    model = load_model(cfg.model, cfg.base, cfg.tokenizer)
+    run.base = model.base
+    cfg = run.cfg = cfg.resolved(model.base)
+    saved = ckpt.load_state(existing) if existing is not None else None
+    if saved and saved["config"].get("base_detected") not in (None, model.base):
+        raise TrainingError(
+            f"Hyper-SD: the checkpoint in {existing} was trained on an {saved['config']['base_detected']} model, "
+            f"but {cfg.model} is {model.base} (SD1.5/SDXL mismatch)"
+        )
+    unet = model.unet
+    multiple = vae_factor(model) * 2 ** (len(unet.config.block_out_channels) - 1)
+    if int(cfg.resolution) % multiple:
+        raise TrainingError(
+            f"Hyper-SD: resolution must be a multiple of {multiple} for this model, got {cfg.resolution}"
+        )
+    add_lora(unet, cfg.rank, cfg.alpha, cfg.lora_targets, seed=cfg.seed)
+    _check_lora_maps(unet, model.base)
+    run.stages = build_stages(cfg)
+    for stage in run.stages:
+        stage.check(model)  # e.g. the reward model loads, before anything is trained
+    named = lora_parameters(unet)
+    gan = cfg.adversarial or (DMD in cfg.stages and cfg.dmd_adversarial_weight > 0)
+    n_params = sum(p.numel() for _, p in named)
+    _free_disk_check(run.paths, n_params, len(cfg.stages), gan, DMD in cfg.stages)  # every rank: all stop together
+    return _state(run, model, dataset, named, saved, existing)
+
+
+def _state(run: _Run, model: Any, dataset: Any, named: list, saved: dict | None, existing: Any) -> TrainerState:
+    cfg, accelerator = run.cfg, run.accelerator
+    device = accelerator.device
+    weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
+    torch.manual_seed(cfg.seed)
+    _move(model.unet, device, weight_dtype)
+    _move(model.vae, device, torch.float32 if model.base == "sdxl" else weight_dtype)  # SDXL's VAE overflows in fp16
+    for enc in model.text_encoders:
+        _move(enc, device, weight_dtype)
+    for _, p in lora_parameters(model.unet, None):  # every adapter's weights train in fp32
+        p.data = p.data.float()
+    acp = alphas_cumprod().to(device)
+    run.log({"event": "start", "config": cfg.to_dict(), "base": model.base, "samples": len(dataset.samples),
+             "processes": accelerator.num_processes, "total_steps": cfg.total_steps})  # fmt: skip
+    with adapters_disabled(model.unet):  # prompt-list mode samples x0 latents with the teacher
+        cache = build_cache(model, dataset, cfg, device, acp, run.log)
+    factor = vae_factor(model)
+    buckets = {f"{w * factor}x{h * factor}": len(v) for (h, w), v in cache.buckets.items()}
+    run.log({"event": "cached", "latents": len(cache.latents), "captions": len(cache.hidden), "buckets": buckets})
+    model.vae.to("cpu")
+    for enc in model.text_encoders:
+        enc.to("cpu")
+    if cfg.gradient_checkpointing:
+        model.unet.enable_gradient_checkpointing()
+    rank = accelerator.process_index
+    state = TrainerState(
+        cfg=cfg, accelerator=accelerator, model=model, cache=cache, acp=acp,
+        grid=tscd.solver_grid(cfg.solver_steps, include_top=cfg.trailing_grid).to(device), named=named,
+        ema=[p.detach().clone() for _, p in named],
+        optimizer=accelerator.prepare(_make_optimizer(cfg, [p for _, p in named])),
+        generators={"data": torch.Generator().manual_seed(cfg.seed * 1000 + 2 * rank + 1),
+                    "noise": torch.Generator().manual_seed(cfg.seed * 1000 + 2 * rank + 2)},
+    )  # fmt: skip
+    if cfg.adversarial or (DMD in cfg.stages and cfg.dmd_adversarial_weight > 0):
+        state.discriminator()
+    if saved is not None:
+        _resume(run, state, saved, existing)
+    return state
+
+
+def _resume(run: _Run, state: TrainerState, saved: dict[str, Any], existing: pathlib.Path) -> None:
+    if [n for n, _ in state.named] != saved["lora_names"]:
+        raise TrainingError(
+            f"Hyper-SD: the checkpoint in {existing} has a different LoRA layout (rank/targets/model); "
+            "resume with the same settings and model"
+        )
+    if saved["num_processes"] != state.accelerator.num_processes:
+        raise TrainingError(
+            f"Hyper-SD: the checkpoint was written by {saved['num_processes']} processes, this run has "
+            f"{state.accelerator.num_processes}; resume with the same number"
+        )
+    if [str(s) for s in saved["config"].get("stages", [])] != list(run.cfg.stages):
+        raise TrainingError(
+            f"Hyper-SD: the checkpoint in {existing} is of a run with stages {saved['config'].get('stages')}, "
+            f"this one has {list(run.cfg.stages)}; resume with the same stages"
+        )
+    restore_checkpoint(state, saved, existing)
+    stage_states = saved.get("stage_states") or {}
+    for stage in run.stages[: state.stage_index + 1]:
+        if stage.name in stage_states:
+            stage.ensure_prepared(state)
+            stage.load_state_dict(stage_states[stage.name])
+    run.log({"event": "resume", "from": str(existing), "global_step": state.global_step})
+
+
+# --------------------------------------------------------------------------------------------- the run
 
 
 def run_distillation(
@@ -121,359 +236,152 @@ def run_distillation(
     stop_after_steps: int | None = None,
     save_on_stop: bool = True,
 ) -> RunResult:
-    """Distil ``cfg.model`` into a few-step LoRA. ``stop_after_steps`` (tests) stops like Ctrl-C after that many steps."""
+    """Distil ``cfg.model`` into few-step LoRAs. ``stop_after_steps`` (tests) stops like Ctrl-C after that many steps."""
     from accelerate import Accelerator
 
     cfg.validate()
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
-    main = accelerator.is_main_process
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world != accelerator.num_processes:
-        raise TrainingError(
-            f"Hyper-SD: {world} processes were launched but accelerate set up {accelerator.num_processes}; "
-            "on a machine without GPUs use `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N ...` "
-            "(accelerate's --cpu flag starts a single process unless MPI is configured)"
-        )
-    device = accelerator.device
-    paths = RunPaths(pathlib.Path(cfg.output_dir), cfg.out, pathlib.Path(cfg.work_dir) if cfg.work_dir else None)
-    existing = ckpt.latest_checkpoint(paths.run_dir) if paths.run_dir.exists() else None
-    if resume and existing is None:
-        raise TrainingError(f"Hyper-SD: --resume given but {paths.run_dir} holds no checkpoint; start without --resume")
-    if not resume and not overwrite and (existing is not None or paths.final_lora.exists()):
-        raise TrainingError(
-            f"Hyper-SD: {paths.final_lora if paths.final_lora.exists() else paths.run_dir} already exists; "
-            "use --resume to continue that run or --overwrite to start again"
-        )
-    if not resume and overwrite and main and paths.run_dir.exists():
-        shutil.rmtree(paths.run_dir)
-    accelerator.wait_for_everyone()
-
-    def log(record: dict[str, Any]) -> None:
-        if main:
-            paths.run_dir.mkdir(parents=True, exist_ok=True)
-            with open(paths.log, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
-
-    # 1. data first: bad input is refused before any model is loaded
-    if not cfg.data:
-        raise TrainingError("Hyper-SD: --data is required: an image folder, a metadata.jsonl folder or a prompt list")
-    dataset = discover_dataset(cfg.data)
-    if dataset.kind == "images":
-        validate_images(dataset)
-
-    # 2. model
-    weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
-    model = load_model(cfg.model, cfg.base, cfg.tokenizer)
-    cfg = cfg.resolved(model.base)
-    if resume:
-        saved_cfg = ckpt.load_state(existing)["config"]
-        if saved_cfg.get("base_detected") not in (None, model.base):
-            raise TrainingError(
-                f"Hyper-SD: the checkpoint in {existing} was trained on an {saved_cfg['base_detected']} model, "
-                f"but {cfg.model} is {model.base} (SD1.5/SDXL mismatch)"
-            )
-    torch.manual_seed(cfg.seed)
-    _move(model.unet, device, weight_dtype)
-    _move(model.vae, device, torch.float32 if model.base == "sdxl" else weight_dtype)  # SDXL's VAE overflows in fp16
-    for enc in model.text_encoders:
-        _move(enc, device, weight_dtype)
-    acp = alphas_cumprod().to(device)
-    grid = tscd.solver_grid(cfg.solver_steps).to(device)
-    log(
-        {
-            "event": "start",
-            "config": cfg.to_dict(),
-            "base": model.base,
-            "samples": len(dataset.samples),
-            "processes": accelerator.num_processes,
-        }
-    )
-    cache = build_cache(model, dataset, cfg, device, acp, log)
-    buckets = {f"{w * vae_factor(model)}x{h * vae_factor(model)}": len(v) for (h, w), v in cache.buckets.items()}
-    log({"event": "cached", "latents": len(cache.latents), "captions": len(cache.hidden), "buckets": buckets})
-    model.vae.to("cpu")
-    for enc in model.text_encoders:
-        enc.to("cpu")
-
-    # 3. LoRA, EMA, optimiser, discriminator
-    unet = model.unet
-    add_lora(unet, cfg.rank, cfg.alpha, cfg.lora_targets, seed=cfg.seed)
-    named = lora_parameters(unet)
-    for _, p in named:
-        p.data = p.data.float()
-    params = [p for _, p in named]
-    if cfg.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    ema = [p.detach().clone() for p in params]
-    _free_disk_check(
-        paths, sum(p.numel() for p in params), len(cfg.stages), cfg.adversarial
-    )  # every rank: all must stop together
-    optimizer = _make_optimizer(cfg, params)
-    disc = disc_opt = None
-    if cfg.adversarial:
-        disc = Discriminator(unet.config.block_out_channels[-1]).to(device)
-        disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.0, 0.99))
-    if disc is not None:
-        unet_wrapped, optimizer, disc_wrapped, disc_opt = accelerator.prepare(unet, optimizer, disc, disc_opt)
-    else:
-        unet_wrapped, optimizer = accelerator.prepare(unet, optimizer)
-        disc_wrapped = None
-    raw_unet = accelerator.unwrap_model(unet_wrapped)
-
-    rank = accelerator.process_index
-    data_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 2 * rank + 1)
-    noise_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 2 * rank + 2)
-    generators = {"data": data_gen, "noise": noise_gen}
-
-    stage_index, step_in_stage, global_step = 0, 0, 0
-    if resume:
-        state = ckpt.load_state(existing)
-        if [n for n, _ in named] != state["lora_names"]:
-            raise TrainingError(
-                f"Hyper-SD: the checkpoint in {existing} has a different LoRA layout (rank/targets/model); "
-                "resume with the same settings and model"
-            )
-        if state["num_processes"] != accelerator.num_processes:
-            raise TrainingError(
-                f"Hyper-SD: the checkpoint was written by {state['num_processes']} processes, this run has "
-                f"{accelerator.num_processes}; resume with the same number"
-            )
-        with torch.no_grad():
-            for p, v in zip(params, state["lora"], strict=True):
-                p.copy_(v)
-            for e, v in zip(ema, state["ema"], strict=True):
-                e.copy_(v)
-        optimizer.load_state_dict(state["optimizer"])
-        if disc is not None:
-            accelerator.unwrap_model(disc_wrapped).load_state_dict(state["disc"])
-            disc_opt.load_state_dict(state["disc_opt"])
-        stage_index, step_in_stage, global_step = state["stage_index"], state["step_in_stage"], state["global_step"]
-        ckpt.restore_rng(ckpt.load_rng(existing, rank), generators)
-        log({"event": "resume", "from": str(existing), "global_step": global_step})
-
-    def save_checkpoint(reason: str) -> pathlib.Path:
-        folder = ckpt.checkpoint_folder(paths.run_dir, global_step)
-        accelerator.wait_for_everyone()
-        ckpt.save_rng(folder, rank, generators)
-        accelerator.wait_for_everyone()
-        if main:
-            ckpt.save_state(
-                folder,
-                {
-                    "lora_names": [n for n, _ in named],
-                    "lora": [p.detach().cpu().clone() for p in params],
-                    "ema": [e.cpu().clone() for e in ema],
-                    "optimizer": optimizer.state_dict(),
-                    "disc": accelerator.unwrap_model(disc_wrapped).state_dict() if disc is not None else None,
-                    "disc_opt": disc_opt.state_dict() if disc is not None else None,
-                    "stage_index": stage_index,
-                    "step_in_stage": step_in_stage,
-                    "global_step": global_step,
-                    "num_processes": accelerator.num_processes,
-                    "config": {**cfg.to_dict(), "base_detected": model.base},
-                },
-            )
-            ckpt.mark_latest(paths.run_dir, folder)
-            log({"event": "checkpoint", "reason": reason, "global_step": global_step, "path": str(folder)})
-        accelerator.wait_for_everyone()
-        return folder
-
-    def export(path: pathlib.Path, k_done: int, stages_done: list[int]) -> None:
-        weights = {n: (e if cfg.export_ema else p.detach()).cpu() for (n, p), e in zip(named, ema, strict=True)}
-        meta = lora_metadata(
-            base=model.base,
-            output_name=path.stem,
-            rank=cfg.rank,
-            alpha=cfg.alpha,
-            stages=stages_done,
-            steps_trained=global_step,
-            recommended_steps=k_done,
-            gamma=cfg.recommended_gamma,
-        )
-        export_lora(path, weights, base=model.base, unet_config=raw_unet.config, metadata=meta, alpha=cfg.alpha)
-        log({"event": "export", "path": str(path), "stages": stages_done})
-
-    losses: list[float] = []
-    stage_loras = {k: paths.stage_lora(k) for k in cfg.stages[:stage_index] if paths.stage_lora(k).exists()}
-    samples_per_step = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
-    total_steps = cfg.steps_per_stage * len(cfg.stages)
-    bar = None
-    if progress and main:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_steps, initial=global_step, unit="step", dynamic_ncols=True)
-
-    def student(x: torch.Tensor, t: torch.Tensor, c: dict) -> torch.Tensor:
-        return unet_eps(unet_wrapped, x, t, c)
-
-    def teacher(x: torch.Tensor, t: torch.Tensor, c: dict) -> torch.Tensor:
-        with adapters_disabled(raw_unet):
-            return unet_eps(raw_unet, x, t, c)
-
-    def target(x: torch.Tensor, t: torch.Tensor, c: dict) -> torch.Tensor:
-        with swapped_weights(params, ema):
-            return unet_eps(raw_unet, x, t, c)
-
-    steps_this_run = 0
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    _check_processes(accelerator)
+    run = _Run(cfg, accelerator)
+    existing = _existing_run(run, resume, overwrite)
+    state = run.state = _setup(run, existing)
+    result = RunResult(None, _finished_stage_loras(run, state), state.global_step, [])
+    bar = ProgressBar(run.cfg.total_steps, state.global_step, enabled=progress and run.main)
     try:
-        while stage_index < len(cfg.stages):
-            k = cfg.stages[stage_index]
-            w_mse, w_adv = tscd.stage_weights(k, cfg.stage_weights or None)
-            if not cfg.adversarial:
-                w_adv = 0.0
-            while step_in_stage < cfg.steps_per_stage:
-                started = time.perf_counter()
-                lr = cfg.learning_rate * min(1.0, (global_step + 1) / max(1, cfg.warmup_steps))
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                record = _train_step(
-                    cfg, accelerator, cache, data_gen, noise_gen, k, w_mse, w_adv,
-                    student, teacher, target, raw_unet, unet_wrapped, disc_wrapped, optimizer, disc_opt,
-                    params, acp, grid, device,
-                )  # fmt: skip
-                tscd.ema_update(ema, params, cfg.ema_decay)
-                step_in_stage += 1
-                global_step += 1
-                steps_this_run += 1
-                losses.append(record["loss"])
-                elapsed = time.perf_counter() - started
-                record.update(
-                    event="step", stage=k, step=global_step, step_in_stage=step_in_stage, lr=lr,
-                    samples_per_s=round(samples_per_step / max(elapsed, 1e-9), 3),
-                )  # fmt: skip
-                if torch.cuda.is_available():
-                    record["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
-                if global_step % cfg.log_every == 0:
-                    log(record)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(stage=f"k={k}", loss=f"{record['loss']:.4g}", sps=f"{record['samples_per_s']:.2f}")
-                stop_now = stop_requested() or (stop_after_steps is not None and steps_this_run >= stop_after_steps)
-                if _any_process(accelerator, stop_now):
-                    if save_on_stop:
-                        save_checkpoint("interrupted")
-                    log({"event": "interrupted", "global_step": global_step})
-                    raise Interrupted(
-                        f"Hyper-SD: stopped at step {global_step}; a checkpoint was saved in {paths.run_dir}. "
-                        "Continue with the same command plus --resume."
-                    )
-                if global_step % cfg.checkpoint_every == 0 and step_in_stage < cfg.steps_per_stage:
-                    save_checkpoint("periodic")
-            # stage done: its LoRA (good at k steps), a sample grid, a checkpoint
-            stages_done = list(cfg.stages[: stage_index + 1])
-            if main:
-                export(paths.stage_lora(k), k, stages_done)
-                if cache.sample_prompts:
-                    save_sample_grid(model, raw_unet, cache, paths.sample_grid(k), acp, device, cfg)
-            stage_loras[k] = paths.stage_lora(k)
-            log({"event": "stage_end", "stage": k, "global_step": global_step})
-            stage_index += 1
-            step_in_stage = 0
-            save_checkpoint(f"stage k={k} done")
-        if main:
-            # the final file appears only now, atomically: an unfinished run never leaves it behind
-            last = cfg.stages[-1]
-            export(paths.final_lora, last, list(cfg.stages))
-            log({"event": "done", "global_step": global_step, "final": str(paths.final_lora)})
-        accelerator.wait_for_everyone()
+        _train(run, state, result, bar, stop_requested, stop_after_steps, save_on_stop)
+        _finish(run, state, result)
     except Interrupted:
-        if bar is not None:
-            bar.close()
-        return RunResult(None, stage_loras, global_step, losses, interrupted=True)
+        result.interrupted = True
     except ExportError as err:
-        log({"event": "error", "message": str(err)})
+        run.log({"event": "error", "message": str(err)})
         raise TrainingError(str(err)) from err
     except RuntimeError as err:  # torch.cuda.OutOfMemoryError is a RuntimeError
         if isinstance(err, TrainingError) or not _is_oom(err):
             raise
         message = (
-            f"Hyper-SD: out of memory at stage step {step_in_stage} (batch {cfg.batch_size}, resolution "
-            f"{cfg.resolution}); lower --batch-size or --resolution, or add --gradient-checkpointing / "
+            f"Hyper-SD: out of memory at stage step {state.step_in_stage} (batch {run.cfg.batch_size}, resolution "
+            f"{run.cfg.resolution}); lower --batch-size or --resolution, or add --gradient-checkpointing / "
             "--mixed-precision bf16. The last checkpoint is kept: continue with --resume."
         )
-        log({"event": "error", "message": message})
+        run.log({"event": "error", "message": message})
         raise TrainingError(message) from err
     finally:
-        if bar is not None:
-            bar.close()
-    return RunResult(paths.final_lora, stage_loras, global_step, losses)
+        bar.close()
+    result.steps = state.global_step
+    return result
 
 
-def _move(module: torch.nn.Module, device: Any, dtype: torch.dtype) -> None:
-    """Move, and cast only when the dtype changes (diffusers warns on every dtype-carrying ``.to``)."""
-    module.to(device)
-    if next(module.parameters()).dtype != dtype:
-        module.to(dtype)
+def _finished_stage_loras(run: _Run, state: TrainerState) -> dict[int | str, pathlib.Path]:
+    done = run.stages[: state.stage_index]
+    return {s.log_id: run.paths.stage_lora(s.name) for s in done if run.paths.stage_lora(s.name).exists()}
 
 
-def _any_process(accelerator: Any, flag: bool) -> bool:
-    if accelerator.num_processes == 1:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
-    return bool(accelerator.reduce(value, reduction="sum").item() > 0)
+def _checkpoint(run: _Run, state: TrainerState) -> None:
+    run_dir = run.paths.run_dir
+    stage_states = {s.name: s.state_dict() for s in run.stages if s.prepared}
+    save_checkpoint(state, stage_states, run_dir, run.config_record(), run.log)
 
 
-def _make_optimizer(cfg: DistillConfig, params: list[torch.Tensor]) -> torch.optim.Optimizer:
-    if cfg.use_8bit_adam:
-        try:
-            import bitsandbytes as bnb
-        except ImportError as err:
-            raise TrainingError("Hyper-SD: --use-8bit-adam needs `pip install bitsandbytes`") from err
-        return bnb.optim.AdamW8bit(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+def learning_rate(cfg: DistillConfig, global_step: int, step_in_stage: int, stage_steps: int) -> float:
+    """Linear warm-up over the run's first ``warmup_steps``, then the stage's schedule (``lr_schedule``)."""
+    lr = cfg.learning_rate * min(1.0, (global_step + 1) / max(1, cfg.warmup_steps))
+    if cfg.lr_schedule == "cosine" and stage_steps > 1:
+        progress = step_in_stage / (stage_steps - 1)
+        lr *= cfg.lr_end_ratio + (1 - cfg.lr_end_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return lr
 
 
-def _train_step(
-    cfg, accelerator, cache, data_gen, noise_gen, k, w_mse, w_adv,
-    student, teacher, target, raw_unet, unet_wrapped, disc, optimizer, disc_opt, params, acp, grid, device,
-) -> dict[str, float]:  # fmt: skip
-    """One optimiser step (grad_accum micro-batches) of TSCD.md's training step; returns loss terms."""
-    sums = {"loss": 0.0, "loss_mse": 0.0, "loss_adv": 0.0, "loss_disc": 0.0}
-    for _ in range(cfg.grad_accum):
-        with accelerator.accumulate(unet_wrapped):
-            x0, cond, uncond = sample_batch(cache, cfg.batch_size, data_gen, device)
-            omega = tscd.sample_omega(cfg.batch_size, cfg.omega_min, cfg.omega_max, generator=noise_gen).to(device)
-            with accelerator.autocast():
-                out = tscd.tscd_step_targets(
-                    x0, cond, uncond, k, student=student, teacher=teacher, target=target, acp=acp, grid=grid,
-                    omega=omega, generator=noise_gen, offset_noise=cfg.offset_noise,
-                )  # fmt: skip
-                pred, tgt = out["pred"].float(), out["target"].float()
-                if cfg.loss == "huber":
-                    loss_mse = tscd.pseudo_huber(pred, tgt, cfg.huber_c)
-                else:
-                    loss_mse = torch.nn.functional.mse_loss(pred, tgt)
-                loss = w_mse * loss_mse
-                loss_adv = torch.zeros((), device=device)
-                if w_adv > 0 and disc is not None:
-                    head = accelerator.unwrap_model(disc)
-                    head.requires_grad_(False)
-                    both = tscd.default_cat_cond(cond, cond)
-                    feats = teacher_mid_features(
-                        raw_unet, torch.cat([pred, tgt]), torch.cat([out["t_end"], out["t_end"]]), both
-                    )
-                    fake_feats, real_feats = feats[: pred.shape[0]], feats[pred.shape[0] :].detach()
-                    loss_adv = -head(fake_feats).mean()  # hinge GAN, generator side
-                    head.requires_grad_(True)
-                    loss = loss + w_adv * loss_adv
-            accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if w_adv > 0 and disc is not None:
-                with accelerator.autocast():
-                    d_real, d_fake = disc(real_feats), disc(fake_feats.detach())
-                    loss_disc = torch.relu(1 - d_real).mean() + torch.relu(1 + d_fake).mean()
-                accelerator.backward(loss_disc)
-                disc_opt.step()
-                disc_opt.zero_grad(set_to_none=True)
-                sums["loss_disc"] += float(loss_disc.detach()) / cfg.grad_accum
-        sums["loss"] += float(loss.detach()) / cfg.grad_accum
-        sums["loss_mse"] += float(loss_mse.detach()) / cfg.grad_accum
-        sums["loss_adv"] += float(loss_adv.detach()) / cfg.grad_accum
-    if accelerator.num_processes > 1:
-        values = torch.tensor([sums[k] for k in sums], device=device)
-        values = accelerator.reduce(values, reduction="mean")
-        sums = dict(zip(sums, values.tolist(), strict=True))
-    return {k: round(v, 6) for k, v in sums.items()}
+def _train(run, state, result, bar, stop_requested, stop_after_steps, save_on_stop) -> None:
+    cfg = run.cfg
+    steps_this_run = 0
+    samples_per_step = cfg.batch_size * cfg.grad_accum * state.accelerator.num_processes
+    while state.stage_index < len(run.stages):
+        stage = run.stages[state.stage_index]
+        stage.ensure_prepared(state)
+        while state.step_in_stage < cfg.steps_of(stage.name):
+            started = time.perf_counter()
+            lr = learning_rate(cfg, state.global_step, state.step_in_stage, cfg.steps_of(stage.name))
+            for group in state.optimizer.param_groups:
+                group["lr"] = lr
+            record = train_step(state, stage)
+            state.step_in_stage += 1
+            state.global_step += 1
+            steps_this_run += 1
+            result.losses.append(record["loss"])
+            elapsed = time.perf_counter() - started
+            record.update(
+                event="step", stage=stage.log_id, step=state.global_step, step_in_stage=state.step_in_stage, lr=lr,
+                samples_per_s=round(samples_per_step / max(elapsed, 1e-9), 3),
+            )  # fmt: skip
+            if torch.cuda.is_available():
+                record["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+            result.records.append(record)
+            if state.global_step % cfg.log_every == 0:
+                run.log(record)
+            bar.update(record, stage.label)
+            stop_now = stop_requested() or (stop_after_steps is not None and steps_this_run >= stop_after_steps)
+            if state.any_process(stop_now):
+                if save_on_stop:
+                    _checkpoint(run, state)
+                run.log({"event": "interrupted", "global_step": state.global_step})
+                raise Interrupted(
+                    f"Hyper-SD: stopped at step {state.global_step}; a checkpoint was saved in {run.paths.run_dir}. "
+                    "Continue with the same command plus --resume."
+                )
+            if state.global_step % cfg.checkpoint_every == 0 and state.step_in_stage < cfg.steps_of(stage.name):
+                _checkpoint(run, state)
+        _end_stage(run, state, stage, result)
+
+
+def _end_stage(run: _Run, state: TrainerState, stage: Stage, result: RunResult) -> None:
+    """The stage's LoRA (good at its step counts), a sample grid, a checkpoint."""
+    done = [s.name for s in run.stages[: state.stage_index + 1]]
+    if run.main:
+        _export(run, state, run.paths.stage_lora(stage.name), stage, done)
+        if state.cache.sample_prompts:
+            with merged_adapter(state.unet):
+                save_sample_grid(state.model, state.unet, state.cache, run.paths.sample_grid(stage.name), state.acp,
+                                 state.device, run.cfg)  # fmt: skip
+    result.stage_loras[stage.log_id] = run.paths.stage_lora(stage.name)
+    run.log({"event": "stage_end", "stage": stage.log_id, "global_step": state.global_step})
+    state.stage_index += 1
+    state.step_in_stage = 0
+    _checkpoint(run, state)
+
+
+def _export(
+    run: _Run, state: TrainerState, path: pathlib.Path, stage: Stage, done: list[str], measured: dict | None = None
+) -> None:
+    cfg = run.cfg
+    info = stage.export_info()
+    weights = {n: (e if cfg.export_ema else p.detach()).cpu() for (n, p), e in zip(state.named, state.ema, strict=True)}
+    settings = measured or {}
+    meta = lora_metadata(
+        base=run.base, output_name=path.stem, rank=cfg.rank, alpha=cfg.alpha, stages=done,
+        steps_trained=state.global_step, recommended_steps=settings.get("steps", info.recommended_steps),
+        gamma=settings.get("gamma", cfg.recommended_gamma if info.gamma is None else info.gamma),
+        sampler=settings.get("sampler"), scheduler=settings.get("scheduler"), cfg_scale=settings.get("cfg"),
+        extra={"hypersd_kind": info.kind, **({"hypersd_measured": "1"} if measured else {})},
+    )  # fmt: skip
+    export_lora(path, weights, base=run.base, unet_config=state.unet.config, metadata=meta, alpha=cfg.alpha)
+    run.log({"event": "export", "path": str(path), "stages": [int(s) if s.isdigit() else s for s in done]})
+
+
+def _finish(run: _Run, state: TrainerState, result: RunResult) -> None:
+    """The quality report, then the final LoRA (atomically, with the measured settings): an unfinished run never
+    leaves a finished-looking file behind."""
+    measured: dict[str, dict[str, Any]] = {}
+    if run.main and run.cfg.report != "off":
+        from .report import run_quality_report
+
+        result.report = run_quality_report(run, state, result.stage_loras)
+        measured = result.report.get("recommended", {})
+    if run.main:
+        last = run.stages[-1]
+        done = [s.name for s in run.stages]
+        _export(run, state, run.paths.final_lora, last, done, measured.get(last.name))
+        result.final_lora = run.paths.final_lora
+        run.log({"event": "done", "global_step": state.global_step, "final": str(run.paths.final_lora)})
+    else:
+        result.final_lora = run.paths.final_lora
+    state.accelerator.wait_for_everyone()

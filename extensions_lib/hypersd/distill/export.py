@@ -60,6 +60,9 @@ def lora_metadata(
     steps_trained: int,
     recommended_steps: int,
     gamma: float,
+    sampler: str | None = None,
+    scheduler: str | None = None,
+    cfg_scale: float | None = None,
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """The ss_* keys WebUI and kohya tools show, plus our hypersd_* keys (the preset code reads exactly these)."""
@@ -76,9 +79,9 @@ def lora_metadata(
         "hypersd_stages": ",".join(str(k) for k in stages),
         "hypersd_steps_trained": str(int(steps_trained)),
         "hypersd_steps": str(int(recommended_steps)),
-        "hypersd_sampler": "TCD",
-        "hypersd_scheduler": "Trailing",
-        "hypersd_cfg": "1.0",
+        "hypersd_sampler": sampler or "TCD",
+        "hypersd_scheduler": scheduler or "Trailing",
+        "hypersd_cfg": f"{float(1.0 if cfg_scale is None else cfg_scale):g}",
         "hypersd_gamma": f"{float(gamma):g}",
         "hypersd_weight": "1.0",
     }
@@ -129,3 +132,23 @@ def export_lora(
     check_keys_map_in_webui(list(tensors), base, unet_config, modules)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return tensors
+
+
+def update_metadata(path: str | pathlib.Path, measured: dict[str, Any]) -> dict[str, str]:
+    """Rewrite the LoRA at ``path`` (atomically, same tensors) with the measured ``steps``/``sampler``/``scheduler``/
+    ``cfg``/``gamma`` in its hypersd_* metadata; returns the new metadata."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = dict(handle.metadata() or {})
+    tensors = load_file(str(path))
+    keys = {"steps": "hypersd_steps", "sampler": "hypersd_sampler", "scheduler": "hypersd_scheduler",
+            "cfg": "hypersd_cfg", "gamma": "hypersd_gamma"}  # fmt: skip
+    for field_name, key in keys.items():
+        if measured.get(field_name) is not None:
+            value = measured[field_name]
+            meta[key] = f"{value:g}" if isinstance(value, float) else str(value)
+    meta["hypersd_measured"] = "1"
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    return meta

@@ -11,6 +11,7 @@ name map (checked in the tests against diffusers' own ldm → diffusers converte
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any
 
 import torch
@@ -45,17 +46,22 @@ def target_module_names(unet: torch.nn.Module, targets: str) -> list[str]:
     suffixes = TARGETS[targets]
     names = []
     for name, module in unet.named_modules():
-        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and any(
+        layer = getattr(module, "base_layer", module)  # a layer that already carries an adapter (peft wraps it)
+        if isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d)) and any(
             name == s or name.endswith("." + s) for s in suffixes
         ):
             names.append(name)
     return names
 
 
-def add_lora(unet: Any, rank: int, alpha: float, targets: str = "all", seed: int | None = None) -> list[str]:
-    """Attach a trainable LoRA (peft) to ``unet``; return the module names it wraps. Base weights stay frozen.
+def add_lora(
+    unet: Any, rank: int, alpha: float, targets: str = "all", seed: int | None = None, adapter_name: str = ADAPTER_NAME
+) -> list[str]:
+    """Attach a trainable LoRA (peft) named ``adapter_name`` to ``unet``; return the module names it wraps.
 
-    lora_B starts at zero (peft's default) so that the student starts as the teacher.
+    Base weights stay frozen; lora_B starts at zero (peft's default) so that the adapter starts as the teacher.
+    A second adapter (the score-distillation stage's fake score) sits beside the student's on the same layers;
+    the student's adapter stays the active one (``views.active_adapter`` switches for a call).
     """
     from peft import LoraConfig
 
@@ -66,15 +72,40 @@ def add_lora(unet: Any, rank: int, alpha: float, targets: str = "all", seed: int
     unet.requires_grad_(False)
     if seed is not None:
         torch.manual_seed(seed)
-    unet.add_adapter(config, adapter_name=ADAPTER_NAME)
+    with warnings.catch_warnings():  # peft warns that a second adapter is being added: that is the point here
+        warnings.filterwarnings("ignore", message=".*multiple adapters.*")
+        unet.add_adapter(config, adapter_name=adapter_name)
+    _activate(unet, ADAPTER_NAME if _has_adapter(unet, ADAPTER_NAME) else adapter_name)
     for name, param in unet.named_parameters():
         param.requires_grad_(".lora_A." in name or ".lora_B." in name)
     return names
 
 
-def lora_parameters(unet: Any) -> list[tuple[str, torch.nn.Parameter]]:
-    """(name, parameter) of every LoRA weight, in a stable order."""
-    return [(n, p) for n, p in unet.named_parameters() if ".lora_A." in n or ".lora_B." in n]
+def _tuner_layers(unet: Any) -> list[Any]:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
+
+
+def _has_adapter(unet: Any, name: str) -> bool:
+    return any(name in getattr(layer, "lora_A", {}) for layer in _tuner_layers(unet))
+
+
+def _activate(unet: Any, name: str) -> None:
+    """Make ``name`` the adapter every LoRA layer runs, without touching requires_grad (peft's set_adapter would)."""
+    for layer in _tuner_layers(unet):
+        layer._active_adapter = [name]
+
+
+def lora_parameters(unet: Any, adapter_name: str | None = ADAPTER_NAME) -> list[tuple[str, torch.nn.Parameter]]:
+    """(name, parameter) of every LoRA weight of one adapter (None: of all adapters), in a stable order."""
+    out = []
+    for n, p in unet.named_parameters():
+        if ".lora_A." not in n and ".lora_B." not in n:
+            continue
+        if adapter_name is None or f".{adapter_name}." in n:
+            out.append((n, p))
+    return out
 
 
 # --------------------------------------------------------------------------------------------- ldm names

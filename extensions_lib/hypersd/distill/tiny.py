@@ -26,16 +26,57 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, (chr(c) for c in cs), strict=True))
 
 
-def write_tiny_tokenizer(folder: pathlib.Path, pad_token: str = "<|endoftext|>") -> int:
-    """A character-level CLIP BPE tokenizer (no merges); returns its vocabulary size."""
+def word_merges(words: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
+    """BPE merges, learnt on ``words``, that make each of them a single token.
+
+    CLIP's BPE splits a word into its characters (the last one marked ``</w>``) and applies merges by rank.
+    Merges learnt the BPE way (merge the most frequent adjacent pair everywhere, repeat until every word is one
+    token) reproduce that segmentation when applied by rank; any other word still tokenizes, by characters."""
+    enc = _bytes_to_unicode()
+    pieces: list[list[str]] = []
+    for word in dict.fromkeys(w.lower() for w in words):
+        chars = ["".join(enc[b] for b in ch.encode("utf-8")) for ch in word]
+        if chars:
+            chars[-1] += "</w>"
+            pieces.append(chars)
+    merges: list[tuple[str, str]] = []
+    while True:
+        counts: dict[tuple[str, str], int] = {}
+        for parts in pieces:
+            for pair in zip(parts, parts[1:], strict=False):
+                counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            return merges
+        best = max(counts, key=lambda pair: (counts[pair], pair[0] + pair[1]))  # ties: a fixed, stable order
+        merges.append(best)
+        for i, parts in enumerate(pieces):
+            merged, j = [], 0
+            while j < len(parts):
+                if j + 1 < len(parts) and (parts[j], parts[j + 1]) == best:
+                    merged.append(parts[j] + parts[j + 1])
+                    j += 2
+                else:
+                    merged.append(parts[j])
+                    j += 1
+            pieces[i] = merged
+
+
+def write_tiny_tokenizer(
+    folder: pathlib.Path, pad_token: str = "<|endoftext|>", words: tuple[str, ...] = (), max_length: int = 77
+) -> int:
+    """A CLIP BPE tokenizer: characters, plus one token per word in ``words``; returns its vocabulary size."""
     folder.mkdir(parents=True, exist_ok=True)
     chars = list(_bytes_to_unicode().values())
-    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {tok: i for i, tok in enumerate(tokens)}
+    merges = word_merges(words)
+    tokens = chars + [c + "</w>" for c in chars]
+    tokens += [a + b for a, b in merges if a + b not in tokens]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}
     (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in merges]
+    (folder / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     config = {
-        "model_max_length": 77,
+        "model_max_length": max_length,
         "bos_token": "<|startoftext|>",
         "eos_token": "<|endoftext|>",
         "unk_token": "<|endoftext|>",

@@ -1,5 +1,5 @@
-"""Views of the one UNet: the frozen teacher (LoRA off), the EMA target (EMA weights swapped in), and the
-frozen-teacher features the adversarial head looks at."""
+"""Views of the one UNet: the frozen teacher (LoRA off), the EMA target (EMA weights swapped in), a second adapter
+(the fake score of score distillation), and the frozen-teacher features the adversarial head looks at."""
 
 from __future__ import annotations
 
@@ -26,6 +26,41 @@ def adapters_disabled(unet: Any) -> Iterator[None]:
     finally:
         for layer in layers:
             layer._disable_adapters = False
+
+
+@contextlib.contextmanager
+def active_adapter(unet: Any, name: str) -> Iterator[None]:
+    """Run the UNet with the LoRA adapter ``name`` (e.g. the fake score) instead of the student's, then switch back."""
+    from .lora import ADAPTER_NAME, _activate
+
+    _activate(unet, name)
+    try:
+        yield
+    finally:
+        _activate(unet, ADAPTER_NAME)
+
+
+@contextlib.contextmanager
+@torch.no_grad()
+def merged_adapter(unet: Any, name: str | None = None) -> Iterator[None]:
+    """Fold the adapter ``name`` (default: the student's) into the base weights while sampling, so that the UNet
+    runs at the plain model's speed (peft's per-layer LoRA path doubles a small UNet's time). The base weights are
+    put back exactly from copies kept on the CPU, not by subtracting (which drifts in half precision)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from .lora import ADAPTER_NAME
+
+    name = name or ADAPTER_NAME
+    layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer) and name in getattr(m, "lora_A", {})]
+    saved = [layer.get_base_layer().weight.detach().to("cpu", copy=True) for layer in layers]
+    for layer in layers:
+        layer.merge(adapter_names=[name])
+    try:
+        yield
+    finally:
+        for layer, weight in zip(layers, saved, strict=True):
+            layer.get_base_layer().weight.copy_(weight)
+            layer.merged_adapters.clear()
 
 
 @contextlib.contextmanager

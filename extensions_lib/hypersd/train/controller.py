@@ -10,7 +10,7 @@ Files of a job named ``out`` in the work folder (not the Lora folder: WebUI list
     <out>.console.log    stdout + stderr of every launch, appended
     <out>.stop           created by Cancel: the engine saves a checkpoint and exits 130 (works on every platform
                          and for every ``accelerate`` process)
-    <out>.run/           the engine's run folder: log.jsonl, checkpoints/, samples/stage-k*.png
+    <out>.run/           the engine's run folder: log.jsonl, checkpoints/, samples/stage-*.png, report.html
 
 The host plugs in through :class:`Hooks` (free VRAM before, take it back after, make a comparison grid); this module
 knows nothing about WebUI and is tested with a tiny engine config on the CPU.
@@ -100,12 +100,16 @@ class JobFiles:
     def stop(self) -> pathlib.Path:
         return self.work_dir / f"{self.out}.stop"
 
+    @property
+    def report(self) -> pathlib.Path:
+        return layout.report_html(self.run_dir)
+
     def sample_grids(self) -> list[pathlib.Path]:
         """Per-stage sample grids, in the order the stages finished."""
         folder = layout.samples_dir(self.run_dir)
         if not folder.is_dir():
             return []
-        return sorted(folder.glob("stage-k*.png"), key=lambda p: p.stat().st_mtime)
+        return sorted(folder.glob("stage-*.png"), key=lambda p: p.stat().st_mtime)
 
     def checkpoint_step(self) -> int | None:
         """Global step of the last complete checkpoint, or None."""
@@ -301,6 +305,7 @@ class JobStatus:
     sample_grids: list[pathlib.Path] = field(default_factory=list)
     final_lora: pathlib.Path | None = None
     comparison: pathlib.Path | None = None
+    report: pathlib.Path | None = None  # the quality report's HTML, once the engine wrote it
 
     @property
     def active(self) -> bool:
@@ -353,6 +358,7 @@ class Job:
             sample_grids=self.files.sample_grids(),
             final_lora=self.final_lora if self.final_lora.is_file() and self.result == "done" else None,
             comparison=self.comparison,
+            report=self.files.report if self.files.report.is_file() else None,
         )
 
 

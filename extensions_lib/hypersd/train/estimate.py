@@ -61,18 +61,25 @@ def discriminator_parameter_count(channels: int = DISC_CHANNELS, hidden: int = D
     return conv1 + conv2 + norms + head
 
 
-def disk_needed_for(params: int, n_stages: int, adversarial: bool = False) -> int:
-    """Bytes for a run whose LoRA has ``params`` parameters (the engine passes its real count)."""
+def disk_needed_for(params: int, n_stages: int, adversarial: bool = False, fake_score: bool = False) -> int:
+    """Bytes for a run whose LoRA has ``params`` parameters (the engine passes its real count).
+
+    ``fake_score``: score distillation's second adapter (same size as the LoRA) and its two AdamW moments are in
+    the checkpoints too."""
     lora_bytes = params * 2
     checkpoint_bytes = params * 4 * 5
+    if fake_score:
+        checkpoint_bytes += params * 4 * 3
     if adversarial:
         checkpoint_bytes += discriminator_parameter_count() * 4 * 3  # weights + two AdamW moments, fp32
     return lora_bytes * (n_stages + 1) + 2 * checkpoint_bytes + SLACK
 
 
-def disk_needed(base: str, rank: int, targets: str, n_stages: int, adversarial: bool = False) -> int:
+def disk_needed(
+    base: str, rank: int, targets: str, n_stages: int, adversarial: bool = False, fake_score: bool = False
+) -> int:
     """Bytes for a run of ``base`` with a LoRA of ``rank`` on ``targets`` over ``n_stages`` stages."""
-    return disk_needed_for(lora_parameter_count(base, rank, targets), n_stages, adversarial)
+    return disk_needed_for(lora_parameter_count(base, rank, targets), n_stages, adversarial, fake_score)
 
 
 def nearest_existing(folder: str | pathlib.Path) -> pathlib.Path:

@@ -8,6 +8,7 @@ from typing import Any
 TRAINING_PRESETS = {"Quick test": "quick", "Standard": "standard", "High quality": "high"}
 BUCKET_CHOICES = ("Auto", "On", "Off")
 PRECISION_CHOICES = ("Auto", "no", "fp16", "bf16")
+REPORT_CHOICES = ("Auto", "off", "quick", "full")
 
 
 class FormError(ValueError):
@@ -30,9 +31,42 @@ def _number(label: str, text: Any, kind: type, problems: list[str], minimum: flo
     return value
 
 
+def _stages(stages: str, unified: bool, feedback: bool, reward: str, problems: list[str]) -> dict[str, Any]:
+    """The stage list: the TSCD counts typed (blank: the engine's 8,4,2,1 when a later stage is ticked), then the
+    score-distillation and feedback stages ticked; the reward model the feedback stage needs."""
+    from hypersd.distill.config import DMD, FEEDBACK, DistillConfig
+
+    out: dict[str, Any] = {}
+    ks: list[int] = []
+    if stages and stages.strip():
+        try:
+            ks = [int(part) for part in stages.replace(" ", "").split(",") if part]
+        except ValueError:
+            problems.append(f"Stages: expected step counts such as 8,4,2,1, got {stages!r}")
+            return out
+        if any(k < 1 for k in ks) or ks != sorted(ks, reverse=True) or len(set(ks)) != len(ks):
+            problems.append(f"Stages: distinct counts from many to few segments, such as 8,4,2,1; got {stages!r}")
+            return out
+    named = [name for name, on in ((DMD, unified), (FEEDBACK, feedback)) if on]
+    if ks or named:
+        tscd = [str(k) for k in ks] or list(DistillConfig().stages)
+        out["stages"] = [*tscd, *named]
+    reward = (reward or "").strip()
+    if feedback and not reward:
+        problems.append(
+            "Reward model: human feedback needs one, as KIND:PATH (e.g. clip:/models/clip-vit-large-patch14)"
+        )
+    if reward:
+        out["reward"] = reward
+    return out
+
+
 def settings_from_form(
     *,
     stages: str = "",
+    unified: bool = False,
+    feedback: bool = False,
+    reward: str = "",
     steps_per_stage: Any = None,
     rank: Any = None,
     learning_rate: Any = None,
@@ -44,21 +78,13 @@ def settings_from_form(
     precision: str = "Auto",
     gradient_checkpointing: bool = False,
     sample_prompts: str = "",
+    report: str = "Auto",
+    report_samples: Any = None,
 ) -> dict[str, Any]:
     """Engine settings that differ from the preset; FormError naming every bad field."""
     problems: list[str] = []
     out: dict[str, Any] = {}
-    if stages and stages.strip():
-        try:
-            ks = [int(part) for part in stages.replace(" ", "").split(",") if part]
-        except ValueError:
-            problems.append(f"Stages: expected step counts such as 8,4,2,1, got {stages!r}")
-            ks = []
-        if ks:
-            if any(k < 1 for k in ks) or ks != sorted(ks, reverse=True) or len(set(ks)) != len(ks):
-                problems.append(f"Stages: distinct counts from many to few segments, such as 8,4,2,1; got {stages!r}")
-            else:
-                out["stages"] = ks
+    out.update(_stages(stages, unified, feedback, reward, problems))
     given = {
         "steps_per_stage": steps_per_stage, "rank": rank, "learning_rate": learning_rate, "batch_size": batch_size,
         "omega_min": cfg_min, "omega_max": cfg_max, "resolution": resolution,
@@ -95,6 +121,14 @@ def settings_from_form(
     prompts = [line.strip() for line in (sample_prompts or "").splitlines() if line.strip()]
     if prompts:
         out["sample_prompts"] = prompts
+    if report not in REPORT_CHOICES:
+        problems.append(f"Quality report: choose one of {', '.join(REPORT_CHOICES)}")
+    elif report != "Auto":
+        out["report"] = report
+    samples = _number("Report images", report_samples, int, problems, 2)
+    if samples is not None:
+        out["report_samples"] = samples
+        out["report_noises"] = min(16, samples)
     if problems:
         raise FormError("Hyper-SD: fix these settings:\n- " + "\n- ".join(problems))
     return out

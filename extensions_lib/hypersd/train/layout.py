@@ -1,9 +1,12 @@
 """The files of a distillation run, named in one place for the engine (hypersd.distill) and the Train tab's job
 controller, which reads them from WebUI's process without importing the engine.
 
-    <output_dir>/<name>.safetensors, <name>-<k>step.safetensors     the LoRAs
+    <output_dir>/<name>.safetensors                                  the final LoRA (the last stage's weights)
+    <output_dir>/<name>-<k>step.safetensors                          each TSCD stage's LoRA (best at k steps)
+    <output_dir>/<name>-unified.safetensors, <name>-feedback...      the score-distillation and feedback stages'
     <work_dir>/<name>.run/log.jsonl                                  the JSON-lines log
-    <work_dir>/<name>.run/samples/stage-k<k>.png                     per-stage sample grids
+    <work_dir>/<name>.run/samples/stage-k<k>.png, stage-dmd.png      per-stage sample grids
+    <work_dir>/<name>.run/report.html, report.json                   the quality report
     <work_dir>/<name>.run/checkpoints/step-000120/state.pt, rng-*.pt a checkpoint
     <work_dir>/<name>.run/checkpoints/latest                         the name of the last complete one
 """
@@ -26,8 +29,26 @@ def final_lora(output_dir: pathlib.Path, name: str) -> pathlib.Path:
     return output_dir / f"{name}.safetensors"
 
 
-def stage_lora(output_dir: pathlib.Path, name: str, k: int) -> pathlib.Path:
-    return output_dir / f"{name}-{k}step.safetensors"
+#: the file-name suffix of the named stages' LoRAs (hypersd.distill.config.NAMED_STAGES)
+NAMED_STAGE_SUFFIX = {"dmd": "unified", "feedback": "feedback"}
+
+
+def stage_suffix(stage: int | str) -> str:
+    """``8step`` for a TSCD stage with 8 segments, ``unified`` for score distillation, ``feedback`` ..."""
+    stage = str(stage)
+    return f"{stage}step" if stage.isdigit() else NAMED_STAGE_SUFFIX.get(stage, stage)
+
+
+def stage_lora(output_dir: pathlib.Path, name: str, k: int | str) -> pathlib.Path:
+    return output_dir / f"{name}-{stage_suffix(k)}.safetensors"
+
+
+def report_html(run: pathlib.Path) -> pathlib.Path:
+    return run / "report.html"
+
+
+def report_json(run: pathlib.Path) -> pathlib.Path:
+    return run / "report.json"
 
 
 def log_file(run: pathlib.Path) -> pathlib.Path:
@@ -38,8 +59,8 @@ def samples_dir(run: pathlib.Path) -> pathlib.Path:
     return run / "samples"
 
 
-def sample_grid(run: pathlib.Path, k: int) -> pathlib.Path:
-    return samples_dir(run) / f"stage-k{k}.png"
+def sample_grid(run: pathlib.Path, k: int | str) -> pathlib.Path:
+    return samples_dir(run) / (f"stage-k{k}.png" if str(k).isdigit() else f"stage-{k}.png")
 
 
 def checkpoint_folder(run: pathlib.Path, step: int) -> pathlib.Path:

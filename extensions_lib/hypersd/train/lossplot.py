@@ -137,7 +137,7 @@ def make_axes(points: Sequence[tuple[int, float, int]], width: int = 640, height
 def smoothed_points(points: Sequence[tuple[int, float, int]], log_scale: bool) -> list[list[tuple[int, float]]]:
     """The smoothed curve as one list of (step, loss) per run of points of the same stage (finite losses only)."""
     runs: list[list[tuple[int, float]]] = []
-    current_k: int | None = None
+    current_k: int | str | None = None
     for step, loss, k in points:
         if not math.isfinite(loss) or (log_scale and loss <= 0):
             continue
@@ -183,6 +183,11 @@ def _placeholder(width: int, height: int, skipped: int) -> Image.Image:
     for i, text in enumerate(lines):
         _text(draw, (width / 2, height / 2 + 14 * i), text, font, AXIS, "mm")
     return img
+
+
+def stage_label(stage: int | str) -> str:
+    """``k=8`` for a TSCD stage, the stage's name (``dmd``, ``feedback``) for the others."""
+    return f"k={stage}" if str(stage).isdigit() else str(stage)
 
 
 def render_loss_plot(
@@ -238,8 +243,9 @@ def render_loss_plot(
             continue
         x = axes.x(step) + 3
         if x > label_right:
-            _text(draw, (x, y0 + 2), f"k={k}", font, STAGE)
-            label_right = x + font.getbbox(f"k={k}")[2] + 4
+            label = stage_label(k)
+            _text(draw, (x, y0 + 2), label, font, STAGE)
+            label_right = x + font.getbbox(label)[2] + 4
 
     # raw loss, then the smoothed curve on top
     raw = [(axes.x(s), axes.y(v)) for s, v, _ in good]

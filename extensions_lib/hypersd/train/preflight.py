@@ -125,6 +125,32 @@ def engine_problem(python: str, pythonpath: list[str], timeout: float = 120.0) -
     return problem
 
 
+REWARD_CHECK = (
+    "import sys\n"
+    "from hypersd.distill.rewards import RewardError, check_reward\n"
+    "try:\n"
+    "    check_reward(sys.argv[1])\n"
+    "except RewardError as err:\n"
+    "    print(err, file=sys.stderr); sys.exit(3)\n"
+)
+
+
+def reward_problem(python: str, pythonpath: list[str], spec: str, timeout: float = 600.0) -> str | None:
+    """None when the reward model ``spec`` loads and scores an image in a fresh ``python`` (the training process's
+    environment, so WebUI's own process never imports it); else the message that says what to do."""
+    try:
+        result = subprocess.run(
+            [python, "-c", REWARD_CHECK, spec], env=child_environment({}, pythonpath), capture_output=True,
+            text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"Hyper-SD: could not check the reward model {spec!r} ({err})"
+    if result.returncode == 0:
+        return None
+    last = next((line for line in reversed(result.stderr.splitlines()) if line.strip()), "unknown error")
+    return last if last.startswith("Hyper-SD:") else f"Hyper-SD: the reward model {spec!r} does not load: {last}"
+
+
 def run_preflight(
     request: TrainRequest,
     *,
@@ -132,6 +158,7 @@ def run_preflight(
     overwrite: bool = False,
     available_gpus: int | None = None,
     engine_check: Any = None,
+    reward_check: Any = None,
 ) -> Preflight:
     """Every problem at once (not only the first), so that one round of fixes is enough."""
     from hypersd.distill.config import DEFAULT_RESOLUTION, ConfigError, build_config
@@ -181,7 +208,8 @@ def run_preflight(
         )
 
     if cfg is not None and result.base:
-        need = disk_needed(result.base, cfg.rank, cfg.lora_targets, len(cfg.stages), cfg.adversarial)
+        gan = cfg.adversarial or ("dmd" in cfg.stages and cfg.dmd_adversarial_weight > 0)
+        need = disk_needed(result.base, cfg.rank, cfg.lora_targets, len(cfg.stages), gan, "dmd" in cfg.stages)
         result.disk_needed = need
         for folder in {pathlib.Path(request.output_dir), pathlib.Path(request.work_dir)}:
             message = check_disk(folder, need)
@@ -190,6 +218,10 @@ def run_preflight(
 
     if engine_check is not None and not result.errors:
         message = engine_check()
+        if message:
+            result.errors.append(message)
+    if reward_check is not None and not result.errors and cfg is not None and cfg.reward:
+        message = reward_check(cfg.reward)  # loads the model: only once everything cheaper has passed
         if message:
             result.errors.append(message)
     return result

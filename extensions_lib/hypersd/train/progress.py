@@ -25,17 +25,18 @@ _RECORD_START = b'{"time"'  # every engine record starts like this: recovers a r
 
 @dataclass
 class TrainProgress:
-    phase: str = "starting"  # starting | caching | training | done | interrupted | error
+    phase: str = "starting"  # starting | caching | training | reporting | done | interrupted | error
     base: str | None = None  # "sd15" | "sdxl"
-    stages: tuple[int, ...] = ()
+    stages: tuple[int | str, ...] = ()  # k (an int) for TSCD stages, the name for dmd / feedback
     steps_per_stage: int = 0
+    stage_steps: dict[str, int] = field(default_factory=dict)  # per-stage overrides of steps_per_stage
     total_steps: int = 0
     step: int = 0  # global step, 1-based; 0 before the first
-    stage: int | None = None  # the current stage's k
+    stage: int | str | None = None  # the current stage's k (or name)
     stage_index: int = 0  # 1-based position of ``stage`` in ``stages``; 0 when unknown
     loss: float | None = None  # the last logged loss
-    losses: list[tuple[int, float, int]] = field(default_factory=list)  # (step, loss, k) of the whole run
-    stage_ends: list[tuple[int, int]] = field(default_factory=list)  # (k, global step)
+    losses: list[tuple[int, float, int | str]] = field(default_factory=list)  # (step, loss, k) of the whole run
+    stage_ends: list[tuple[int | str, int]] = field(default_factory=list)  # (k, global step)
     last_checkpoint: tuple[int, str] | None = None  # (global step, folder)
     exports: list[str] = field(default_factory=list)
     final: str | None = None
@@ -44,6 +45,7 @@ class TrainProgress:
     eta_seconds: float | None = None
     updated: float | None = None  # the ``time`` of the last record
     cache: tuple[str, int, int] | None = None  # (what, done, of) while caching
+    report: str | None = None  # the quality report's HTML once it is written
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -60,11 +62,24 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def stage_at(step: int, stages: tuple[int, ...], steps_per_stage: int) -> int | None:
-    """The k of the stage that the step after ``step`` belongs to (the stage a resumed run continues)."""
+def stage_id(value: Any) -> int | str:
+    """How the log names a stage: k as an int for TSCD stages ("8" or 8), the name for the others."""
+    text = str(value).strip()
+    return int(text) if text.isdigit() else text
+
+
+def stage_at(
+    step: int, stages: tuple[int | str, ...], steps_per_stage: int, stage_steps: dict[str, int] | None = None
+) -> int | str | None:
+    """The stage that the step after ``step`` belongs to (the stage a resumed run continues)."""
     if not stages or steps_per_stage <= 0:
         return None
-    return stages[min(max(step, 0) // steps_per_stage, len(stages) - 1)]
+    end = 0
+    for stage in stages:
+        end += int((stage_steps or {}).get(str(stage), steps_per_stage))
+        if step < end:
+            return stage
+    return stages[-1]
 
 
 def progress_from_records(records: Iterable[dict[str, Any]]) -> TrainProgress:
@@ -76,7 +91,7 @@ def progress_from_records(records: Iterable[dict[str, Any]]) -> TrainProgress:
     """
     p = TrainProgress()
     by_step: dict[int, tuple[float, int]] = {}
-    stage_ends: dict[int, int] = {}  # k -> global step
+    stage_ends: dict[int | str, int] = {}  # k -> global step
     exports: dict[str, None] = {}  # ordered set: a re-run stage exports the same path again
     session: list[tuple[float, int]] = []  # (time, step) of the current session's step records
     new_run = False  # a "start" without "resume" so far: its first step begins the run again
@@ -89,9 +104,10 @@ def progress_from_records(records: Iterable[dict[str, Any]]) -> TrainProgress:
             p.updated = time
         if event == "start":
             config = rec.get("config") or {}
-            p.stages = tuple(_int(k) for k in config.get("stages") or ())
+            p.stages = tuple(stage_id(k) for k in config.get("stages") or ())
             p.steps_per_stage = _int(config.get("steps_per_stage"))
-            p.total_steps = p.steps_per_stage * len(p.stages)
+            p.stage_steps = {str(k): _int(v) for k, v in (config.get("stage_steps") or {}).items()}
+            p.total_steps = sum(p.stage_steps.get(str(k), p.steps_per_stage) for k in p.stages)
             p.base = rec.get("base", p.base)
             p.phase, p.error, p.final, p.cache, p.eta_seconds = "caching", None, None, None, None
             session, new_run = [], True
@@ -115,7 +131,7 @@ def progress_from_records(records: Iterable[dict[str, Any]]) -> TrainProgress:
                 by_step, stage_ends, exports, p.last_checkpoint = {}, {}, {}, None
                 new_run = False
             loss = _float(rec.get("loss"))
-            k = _int(rec.get("stage"))
+            k = stage_id(rec.get("stage", ""))
             by_step[step] = (math.nan if loss is None else loss, k)
             p.step, p.loss, p.stage, p.phase = step, loss, k, "training"
             p.samples_per_s = _float(rec.get("samples_per_s"))
@@ -126,7 +142,11 @@ def progress_from_records(records: Iterable[dict[str, Any]]) -> TrainProgress:
         elif event == "export":
             exports[str(rec.get("path", ""))] = None
         elif event == "stage_end":
-            stage_ends[_int(rec.get("stage"))] = _int(rec.get("global_step"))
+            stage_ends[stage_id(rec.get("stage", ""))] = _int(rec.get("global_step"))
+        elif event == "report_start":
+            p.phase, p.eta_seconds = "reporting", None
+        elif event == "report":
+            p.report = str(rec.get("path") or "") or None
         elif event == "interrupted":
             p.phase = "interrupted"
             p.step = _int(rec.get("global_step"), p.step)
@@ -141,7 +161,7 @@ def progress_from_records(records: Iterable[dict[str, Any]]) -> TrainProgress:
     p.stage_ends = sorted(((k, s) for k, s in stage_ends.items()), key=lambda item: item[1])
     p.exports = list(exports)
     if p.stage is None:
-        p.stage = stage_at(p.step, p.stages, p.steps_per_stage)
+        p.stage = stage_at(p.step, p.stages, p.steps_per_stage, p.stage_steps)
     if p.stage is not None and p.stage in p.stages:
         p.stage_index = p.stages.index(p.stage) + 1
     p.eta_seconds = _eta(session[-ETA_WINDOW:], p) if p.phase == "training" else None
@@ -249,6 +269,8 @@ def format_progress(p: TrainProgress) -> str:
         if p.cache and p.cache[2]:
             return f"Caching latents and captions… ({p.cache[0]} {p.cache[1]} / {p.cache[2]})"
         return "Caching latents and captions…"
+    if p.phase == "reporting":
+        return f"Measuring the LoRAs for the quality report (after {p.step} steps)…"
     if p.phase == "done":
         return f"Done after {p.step} steps: {p.final}" if p.final else f"Done after {p.step} steps"
     if p.phase == "interrupted":
@@ -261,7 +283,8 @@ def format_progress(p: TrainProgress) -> str:
         return f"Failed: {p.error}"
     parts = []
     if p.stage is not None and p.stage_index:
-        parts.append(f"Stage k={p.stage} ({p.stage_index} of {len(p.stages)})")
+        name = f"k={p.stage}" if isinstance(p.stage, int) else p.stage
+        parts.append(f"Stage {name} ({p.stage_index} of {len(p.stages)})")
     if p.total_steps:
         parts.append(f"step {p.step} / {p.total_steps} ({_percent(p.step, p.total_steps)}%)")
     else:

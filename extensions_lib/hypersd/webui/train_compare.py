@@ -17,11 +17,6 @@ from hypersd.settings import HyperSettings
 from hypersd.train.controller import Job
 
 
-def latin1(text: str) -> str:
-    """PIL's built-in bitmap font (Pillow < 10.1, as in WebUI 1.10) draws Latin-1 only: anything else would raise."""
-    return text.encode("latin-1", errors="replace").decode("latin-1")
-
-
 def _checkpoint_title(model_path: str) -> str | None:
     from modules import sd_models
 
@@ -60,7 +55,7 @@ def comparison_grid(
     from modules import processing, shared
     from modules.call_queue import queue_lock
 
-    from hypersd.demo.report import make_grid
+    from hypersd.report_page import make_grid
     from hypersd.webui.compare_ui import _HyperOnlyScripts
 
     title = _checkpoint_title(job.request.model)
@@ -85,7 +80,7 @@ def comparison_grid(
             result = processing.process_images(p)
             images.append(np.asarray(result.images[0].convert("RGB")))
         seconds = time.perf_counter() - started
-        return latin1(f"{label} - {seconds / len(texts):.1f} s/image"), np.stack(images)
+        return f"{label} - {seconds / len(texts):.1f} s/image", np.stack(images)
 
     lock = contextlib.nullcontext() if lock_held else queue_lock
     with lock:

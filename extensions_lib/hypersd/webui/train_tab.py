@@ -19,6 +19,7 @@ from hypersd.train.controller import JobError, TrainController, TrainRequest, fi
 from hypersd.train.form import (
     BUCKET_CHOICES,
     PRECISION_CHOICES,
+    REPORT_CHOICES,
     TRAINING_PRESETS,
     FormError,
     settings_from_form,
@@ -54,6 +55,9 @@ class TrainForm:
     out: str = "house-hyper"
     preset: str = "Quick test"
     stages: str = ""
+    unified: bool = False
+    feedback: bool = False
+    reward: str = ""
     steps_per_stage: str = ""
     rank: str = ""
     learning_rate: str = ""
@@ -65,6 +69,8 @@ class TrainForm:
     precision: str = "Auto"
     gradient_checkpointing: bool = False
     sample_prompts: str = ""
+    report: str = "Auto"
+    report_samples: str = ""
     gpus: str = ""
     free_vram: bool = True
     compare: bool = True
@@ -94,10 +100,12 @@ def request_from_form(host: Any, form: TrainForm) -> TrainRequest:
         problems.append(f"Training preset: choose one of {', '.join(TRAINING_PRESETS)}")
     try:
         settings = settings_from_form(
-            stages=form.stages, steps_per_stage=form.steps_per_stage, rank=form.rank,
+            stages=form.stages, unified=form.unified, feedback=form.feedback, reward=form.reward,
+            steps_per_stage=form.steps_per_stage, rank=form.rank,
             learning_rate=form.learning_rate, batch_size=form.batch_size, cfg_min=form.cfg_min, cfg_max=form.cfg_max,
             resolution=form.resolution, buckets=form.buckets, precision=form.precision,
             gradient_checkpointing=form.gradient_checkpointing, sample_prompts=form.sample_prompts,
+            report=form.report, report_samples=form.report_samples,
         )  # fmt: skip
     except FormError as err:
         problems += [line[2:] for line in str(err).splitlines()[1:]]
@@ -129,9 +137,19 @@ def _error_md(text: str) -> str:
 # ------------------------------------------------------------------------------------------------ events
 
 
+def _checks(controller: TrainController) -> dict[str, Any]:
+    """The preflight's checks that run in the training environment (a subprocess): its packages, the reward model."""
+    from hypersd.train.preflight import engine_problem, reward_problem
+
+    return {
+        "engine_check": lambda: engine_problem(controller.python, controller.pythonpath),
+        "reward_check": lambda spec: reward_problem(controller.python, controller.pythonpath, spec),
+    }
+
+
 def on_check(host: Any, controller: TrainController, values: list[Any]) -> tuple[str, list[Any]]:
-    """ "Check" button: the whole preflight (data preview, model type, disk, GPUs, packages) and thumbnails."""
-    from hypersd.train.preflight import engine_problem, run_preflight
+    """ "Check" button: the whole preflight (data preview, model type, disk, GPUs, packages, reward model)."""
+    from hypersd.train.preflight import run_preflight
     from hypersd.train.preview import format_report
 
     form = form_from_values(values)
@@ -139,12 +157,7 @@ def on_check(host: Any, controller: TrainController, values: list[Any]) -> tuple
         request = request_from_form(host, form)
     except (FormError, JobError) as err:
         return _error_md(str(err)), []
-    check = run_preflight(
-        request,
-        overwrite=form.overwrite,
-        available_gpus=host.gpu_count(),
-        engine_check=lambda: engine_problem(controller.python, controller.pythonpath),
-    )
+    check = run_preflight(request, overwrite=form.overwrite, available_gpus=host.gpu_count(), **_checks(controller))
     parts = [check.markdown()]
     thumbnails: list[Any] = []
     if check.report is not None:
@@ -154,7 +167,7 @@ def on_check(host: Any, controller: TrainController, values: list[Any]) -> tuple
 
 
 def _launch(host: Any, controller: TrainController, request: TrainRequest, form: TrainForm, resume: bool) -> str:
-    from hypersd.train.preflight import engine_problem, run_preflight
+    from hypersd.train.preflight import run_preflight
 
     if controller.busy:
         return _error_md("Hyper-SD: a training job is already running; cancel it or wait for it to finish.")
@@ -163,7 +176,7 @@ def _launch(host: Any, controller: TrainController, request: TrainRequest, form:
         resume=resume,
         overwrite=form.overwrite and not resume,
         available_gpus=host.gpu_count(),
-        engine_check=lambda: engine_problem(controller.python, controller.pythonpath),
+        **_checks(controller),
     )
     if not check.ok:
         return check.markdown()
@@ -233,7 +246,7 @@ def poll(controller: TrainController, seen: list[Any] | None, host: Any = None) 
     from hypersd.train.lossplot import render_loss_plot
 
     status = controller.status()
-    seen = list(seen or [None, -1, -1, None, None])
+    seen = list(seen or [None, -1, -1, None, None, None])
     job_key = id(controller.job)
     progress = status.progress
     n_points = len(progress.losses) if progress is not None else 0
@@ -242,7 +255,7 @@ def poll(controller: TrainController, seen: list[Any] | None, host: Any = None) 
         plot = render_loss_plot(progress.losses, progress.stage_ends) if progress is not None else None
     grids = status.sample_grids
     if job_key != seen[0] or len(grids) != seen[2]:
-        samples = [(Image.open(p).convert("RGB"), p.stem.replace("stage-k", "stage k=")) for p in grids]
+        samples = [(Image.open(p).convert("RGB"), sample_caption(p.stem)) for p in grids]
     comp = str(status.comparison) if status.comparison else None
     if job_key != seen[0] or comp != seen[3]:
         comparison = Image.open(status.comparison).convert("RGB") if status.comparison else None
@@ -251,8 +264,35 @@ def poll(controller: TrainController, seen: list[Any] | None, host: Any = None) 
         runs = find_resumable(host.work_dir())
         mine = next((run.label for run in runs if run.out == status.out), None)
         resume = {"__type__": "update", "choices": [run.label for run in runs], "value": mine}
-    new_seen = [job_key, n_points, len(grids), comp, finished or seen[4]]
-    return status_html(status), status.console, plot, samples, comparison, resume, new_seen
+    report_key = f"{status.report}:{status.report.stat().st_mtime}" if status.report else None
+    report = NO_CHANGE
+    if job_key != seen[0] or report_key != seen[5]:
+        report = report_html(status.report)
+    new_seen = [job_key, n_points, len(grids), comp, finished or seen[4], report_key]
+    return status_html(status), status.console, plot, samples, comparison, resume, report, new_seen
+
+
+def sample_caption(stem: str) -> str:
+    """``stage-k8`` -> ``stage k=8``; ``stage-dmd`` -> ``stage dmd``."""
+    name = stem.removeprefix("stage-")
+    return f"stage k={name[1:]}" if name[:1] == "k" and name[1:].isdigit() else f"stage {name}"
+
+
+def report_html(path: Any) -> str:
+    """The quality report inside an iframe (its own page and styles, kept apart from WebUI's), or a placeholder."""
+    import pathlib
+
+    if path is None:
+        return '<div class="hypersd-status">The quality report appears here when a run ends.</div>'
+    try:
+        page = pathlib.Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        return f'<div class="hypersd-status">The quality report {html.escape(str(path))} cannot be read: {html.escape(str(err))}</div>'
+    return (
+        f'<div class="hypersd-status">Quality report: {html.escape(str(path))}</div>'
+        f'<iframe class="hypersd-report" srcdoc="{html.escape(page, quote=True)}" '
+        'style="width:100%;height:900px;border:1px solid #ccc;background:white"></iframe>'
+    )
 
 
 # ------------------------------------------------------------------------------------------------ gradio
@@ -272,8 +312,10 @@ def create_tab():
         with gr.Row():
             with gr.Column(scale=2):
                 gr.Markdown(
-                    "Distil a checkpoint into a few-step LoRA (TSCD, as in Hyper-SD). The job runs in a separate "
-                    "process; WebUI's model leaves the GPU while it runs and comes back after."
+                    "Distil a checkpoint into few-step LoRAs with Hyper-SD's recipe: TSCD (one LoRA per step count), "
+                    "optionally score distillation (one unified 1-8-step LoRA) and human feedback. The job runs in a "
+                    "separate process; WebUI's model leaves the GPU while it runs and comes back after. A quality "
+                    "report measures every LoRA at the end and writes its best settings into it."
                 )
                 with gr.Row():
                     checkpoint = gr.Dropdown(
@@ -298,9 +340,18 @@ def create_tab():
                     info="Quick test: 100 steps per stage, rank 16 · Standard: 1000, rank 64, adversarial · "
                     "High quality: 4000, batch 8",
                 )  # fmt: skip
+                with gr.Row():
+                    unified = gr.Checkbox(False, label="Score distillation: the unified 1-8-step LoRA (dmd)",
+                                          elem_id=f"{TAB_ID}_unified")  # fmt: skip
+                    feedback = gr.Checkbox(False, label="Human feedback (needs a reward model)",
+                                           elem_id=f"{TAB_ID}_feedback")  # fmt: skip
+                reward = gr.Textbox(label="Reward model (KIND:PATH; local files only)",
+                                    placeholder="clip:/models/clip-vit-large-patch14 · pickscore:… · aesthetic:CLIP,MLP · "
+                                    "imagereward:ImageReward.pt,med_config.json · hpsv2:HPS_v2.1.pt",
+                                    elem_id=f"{TAB_ID}_reward")  # fmt: skip
                 with gr.Accordion("Advanced settings (blank = the preset's value)", open=False):
                     with gr.Row():
-                        stages = gr.Textbox(label="Stages", placeholder="8,4,2,1", elem_id=f"{TAB_ID}_stages")
+                        stages = gr.Textbox(label="TSCD stages", placeholder="8,4,2,1", elem_id=f"{TAB_ID}_stages")
                         steps_per_stage = gr.Textbox(label="Steps per stage", elem_id=f"{TAB_ID}_steps_per_stage")
                         rank = gr.Textbox(label="LoRA rank", elem_id=f"{TAB_ID}_rank")
                     with gr.Row():
@@ -323,6 +374,12 @@ def create_tab():
                                                              elem_id=f"{TAB_ID}_gc")  # fmt: skip
                     sample_prompts = gr.Textbox(label="Sample prompts (one per line; blank: the first captions)",
                                                 lines=2, elem_id=f"{TAB_ID}_sample_prompts")  # fmt: skip
+                    with gr.Row():
+                        report_level = gr.Radio(list(REPORT_CHOICES), value="Auto", label="Quality report",
+                                                info="quick: TCD gamma 0/0.3/1 at CFG 1 · full: also LCM, Euler and "
+                                                "CFG 1.5/2 · Auto: quick", elem_id=f"{TAB_ID}_report_level")  # fmt: skip
+                        report_samples = gr.Textbox(label="Report images per LoRA and step count", placeholder="64",
+                                                    elem_id=f"{TAB_ID}_report_samples")  # fmt: skip
                     with gr.Row():
                         normal_steps = gr.Number(25, label="Comparison: normal steps", precision=0,
                                                  elem_id=f"{TAB_ID}_normal_steps")  # fmt: skip
@@ -354,10 +411,12 @@ def create_tab():
                 comparison = gr.Image(label="Comparison", type="pil", interactive=False,
                                       elem_id=f"{TAB_ID}_comparison")  # fmt: skip
                 log_box = gr.Textbox(label="Log", lines=12, max_lines=12, interactive=False, elem_id=f"{TAB_ID}_log")
-        seen = gr.State([None, -1, -1, None, None])
+                report = gr.HTML(report_html(None), elem_id=f"{TAB_ID}_report")
+        seen = gr.State([None, -1, -1, None, None, None])
 
-        inputs = [checkpoint, data, out, preset, stages, steps_per_stage, rank, learning_rate, batch_size, cfg_min,
-                  cfg_max, resolution, buckets, precision, gradient_checkpointing, sample_prompts, gpus, free_vram,
+        inputs = [checkpoint, data, out, preset, stages, unified, feedback, reward, steps_per_stage, rank, learning_rate, batch_size, cfg_min,
+                  cfg_max, resolution, buckets, precision, gradient_checkpointing, sample_prompts, report_level,
+                  report_samples, gpus, free_vram,
                   compare, normal_steps, normal_cfg, overwrite]  # fmt: skip
         assert len(inputs) == len(FORM_FIELDS)
         check.click(lambda *v: on_check(host, get_controller(host), list(v)), inputs, [message, thumbs])
@@ -366,7 +425,8 @@ def create_tab():
         resume.click(lambda c, *v: on_resume(host, get_controller(host), c, list(v)), [resume_choice, *inputs],
                      [message])  # fmt: skip
         tab.load(lambda s: poll(get_controller(host), s, host), [seen],
-                 [status_box, log_box, plot, samples, comparison, resume_choice, seen], every=POLL_SECONDS)  # fmt: skip
+                 [status_box, log_box, plot, samples, comparison, resume_choice, report, seen],
+                 every=POLL_SECONDS)  # fmt: skip
     return [(tab, TAB_TITLE, TAB_ID)]
 
 

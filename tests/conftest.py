@@ -8,6 +8,16 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "extensions_lib"))
 
 
+@pytest.fixture
+def one_thread():
+    """Two cores shared with other work: one intra-op thread avoids OpenMP spin contention (100x slower otherwise)."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _reap_training_processes(tmp_path):
     """A failing test must not leave a training subprocess behind (it would slow every later test): kill any

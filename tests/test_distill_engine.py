@@ -24,13 +24,7 @@ from hypersd.distill.engine import (  # noqa: E402
 from hypersd.distill.lora import add_lora, diffusers_to_ldm_module, lora_parameters  # noqa: E402
 from hypersd.schedules import alphas_cumprod  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # OpenMP spin contention on 2 shared cores makes tiny models ~100x slower
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

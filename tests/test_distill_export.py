@@ -12,14 +12,7 @@ from hypersd.distill import lora  # noqa: E402
 from hypersd.distill.export import atomic_write, export_lora, lora_metadata  # noqa: E402
 from hypersd.distill.tiny import build_tiny_model  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two cores shared with other work: one intra-op thread avoids OpenMP spin contention (100x slower otherwise).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=["sd15", "sdxl"])

@@ -20,13 +20,7 @@ from hypersd.distill.engine import RunPaths, TrainingError, run_distillation  # 
 from hypersd.distill.lora import add_lora, lora_parameters  # noqa: E402
 from hypersd.distill.views import active_adapter, adapters_disabled  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

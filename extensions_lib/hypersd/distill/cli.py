@@ -80,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--dmd-fake-lr", dest="dmd_fake_lr", type=float, help="the fake score's learning rate (default --lr)"
     )
     g.add_argument(
-        "--dmd-fake-warmup", dest="dmd_fake_warmup", type=int, help="fake-score updates before the first student one (0)"
+        "--dmd-fake-warmup",
+        dest="dmd_fake_warmup",
+        type=int,
+        help="fake-score updates before the first student one (0)",
     )
     g.add_argument(
         "--dmd-regression-weight", dest="dmd_regression_weight", type=float, help="paired regression weight (0.25)"

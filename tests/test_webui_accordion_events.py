@@ -1,52 +1,34 @@
 """The accordion's paste and buttons as plain functions, and what WebUI's API makes of a pasted infotext."""
 
 import pytest
+from webui_standin import api_script_args
 
 from hypersd.infotext import INFOTEXT_KEY, format_infotext
-from hypersd.settings import FIELD_NAMES, FIELDS, HyperSettings, HyperSettingsError, from_api
+from hypersd.settings import FIELDS, HyperSettings, HyperSettingsError, from_api
 from hypersd.webui import accordion_events as events
-
-UI_DEFAULTS = HyperSettings().to_ui_values()
-
-
-def webui_api_args(params, request_args=()):
-    """What process() receives for a request with an ``infotext`` (WebUI v1.10.1 modules/api/api.py, transcribed):
-    apply_infotext calls each PasteField's function and casts its value to type(component.value); a
-    gr.update() counts as no value. init_script_args starts from the UI defaults, puts the infotext's values in,
-    then the request's own alwayson args over them."""
-    # script.ui() gives float fields float values: type(component.value) is float there
-    components = [float(v) if spec.kind is float else v for spec, v in zip(FIELDS, UI_DEFAULTS, strict=True)]
-    args = list(components)
-    pasted = events.pasted_values(params)
-    for index, name in enumerate(FIELD_NAMES):
-        if name in pasted:  # our reader returns gr.update() for the others
-            value, target = pasted[name], type(components[index])
-            args[index] = value if isinstance(value, target) else target(value)
-    args[: len(request_args)] = request_args
-    return args
 
 
 def test_a_readable_entry_restores_every_field():
     settings = HyperSettings(True, "hyper-8step", "euler_trailing", 6, 1.5, None, 0.75, True, "", False)
     params = {"Steps": "6", **format_infotext(settings)}
-    assert from_api(webui_api_args(params)) == settings
+    assert from_api(api_script_args(params)) == settings
 
 
 def test_no_entry_turns_the_accordion_off_and_clears_an_old_problem():
     assert events.pasted_values({"Steps": "20"}) == {"enabled": False, "restore_error": ""}
-    assert from_api(webui_api_args({"Steps": "20"})) == HyperSettings()
+    assert from_api(api_script_args({"Steps": "20"})) == HyperSettings()
 
 
 @pytest.mark.parametrize("value", ["v999 preset=hyper-4step", "v1 " + "x" * 5000, 'v1 preset="hyper-4step"'])
 def test_an_unreadable_entry_reaches_process_as_a_refusal(value):
     pasted = events.pasted_values({INFOTEXT_KEY: value})
     assert set(pasted) == {"enabled", "restore_error"} and pasted["enabled"] is True
-    settings = from_api(webui_api_args({INFOTEXT_KEY: value}))
+    settings = from_api(api_script_args({INFOTEXT_KEY: value}))
     assert settings.enabled and settings.restore_error == pasted["restore_error"]
     assert settings.restore_error.startswith("Hyper-SD: the infotext's Hyper-SD entry cannot be restored: ")
     # the request's own args win: [false] turns Hyper-SD off (process then changes nothing); a dict replaces it all
-    assert not from_api(webui_api_args({INFOTEXT_KEY: value}, [False])).enabled
-    assert from_api([{"enabled": True}, *webui_api_args({INFOTEXT_KEY: value})[1:]]).restore_error == ""
+    assert not from_api(api_script_args({INFOTEXT_KEY: value}, [False])).enabled
+    assert from_api([{"enabled": True}, *api_script_args({INFOTEXT_KEY: value})[1:]]).restore_error == ""
 
 
 def test_a_preset_button_clears_the_problem_and_cleans_the_prompt():

@@ -169,7 +169,9 @@ def _type_error(spec: FieldSpec, value: Any, wanted: str) -> HyperSettingsError:
 def _number(spec: FieldSpec, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         example = "4" if spec.kind is int else "1.5"
-        raise _type_error(spec, value, f"a JSON number such as {example} (not text)")
+        raise _type_error(
+            spec, value, f"a JSON number such as {example}" + (" (not text)" if isinstance(value, str) else "")
+        )
     number = float(value)
     if not math.isfinite(number):
         raise HyperSettingsError(f"Hyper-SD: {spec.name} must be a finite number, got {value!r}")

@@ -12,6 +12,12 @@ contains ``", "``, so WebUI always writes it JSON-quoted.  ``parse_generation_pa
 the line with ``re_param = r'\\s*(\\w[\\w \\-/]+):\\s*("(?:\\\\.|[^\\\\"])+"|[^,]*)(?:,|$)'`` and
 ``json.loads`` a value that starts and ends with ``"`` — giving back exactly our string.
 The entry is present only when the accordion was on.
+
+Reading it back is all or nothing (:func:`read_infotext`): an entry that is not exactly what the writer makes
+(another version, too long, a raw quote or control character, an unknown or repeated key, an invalid value) is
+not restored halfway and not dropped: the reading carries the problem, and the job is refused with it.  So a
+new key needs a new version number: an older extension then says "update the extension" instead of making
+another image.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Every gradio handler of ours answers with a visible ``Hyper-SD:`` message, never with gradio's bare "Error".
 
 The handlers check their input and return messages themselves; :func:`guarded` is the net under them, wrapped
-around each one where it is wired.  A refusal raised as one of :data:`INPUT_ERRORS` (their messages start with
+around each one where it is wired (the tabs' polling timers take no input from the person and are not wrapped).  A refusal raised as one of :data:`INPUT_ERRORS` (their messages start with
 "Hyper-SD:" and say what to do) is shown as it is.  Anything else is a bug: it is logged with its traceback and
 shown as "… failed unexpectedly", so the page keeps working and the person sees what happened.
 

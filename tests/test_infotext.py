@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from hypersd.infotext import INFOTEXT_KEY, format_infotext, parse_infotext, parse_infotext_value
+from hypersd.infotext import INFOTEXT_KEY, InfotextReading, format_infotext, parse_infotext_value, read_infotext
 from hypersd.settings import HyperSettings
 
 RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
@@ -42,7 +42,9 @@ def round_trip(settings):
     params = {"Steps": 4, "Sampler": "TCD", "Schedule type": "TCD", "CFG scale": 1, "Seed": 1, "Size": "1024x1024"}
     params.update(format_infotext(settings))
     params["Version"] = "v1.10.1"
-    return parse_infotext(webui_parse(webui_infotext("a cat <lora:Hyper-SDXL-4steps-lora:1>", params)))
+    reading = read_infotext(webui_parse(webui_infotext("a cat <lora:Hyper-SDXL-4steps-lora:1>", params)))
+    assert reading.problem is None
+    return reading.settings
 
 
 @pytest.mark.parametrize(
@@ -71,31 +73,68 @@ def test_value_is_minimal_versioned_and_quoted_by_webui():
     )
 
 
-def test_off_writes_nothing_and_absent_reads_none():
+def test_off_writes_nothing_and_absent_reads_nothing():
     assert format_infotext(HyperSettings(enabled=False)) == {}
-    warnings = []
-    assert parse_infotext({"Steps": "20"}, warnings) is None and warnings == []
-    assert parse_infotext({}, warnings) is None
+    assert read_infotext({"Steps": "20", "Prompt": "a cat", "Negative prompt": ""}) == InfotextReading()
+    assert read_infotext({}) == InfotextReading() and read_infotext(None) == InfotextReading()
 
 
 @pytest.mark.parametrize(
     "value, message",
     [
-        ("v2 preset=hyper-4step", "version v2"),
-        ("preset=hyper-4step", "no version"),
-        ("v1 preset=hyper-99step", "unknown preset"),
-        ("v1 preset=hyper-4step, weight=9", "out of range"),
-        ("", "no version"),
+        ("v2 preset=hyper-4step", "version v2, this extension reads v1; update the extension"),
+        ("v999 preset=hyper-4step", "version v999"),
+        ("preset=hyper-4step", "does not start with a version"),
+        ("v1 preset=hyper-99step", "unknown preset 'hyper-99step'"),
+        ("v1 preset=hyper-4step, weight=9", "weight = 9.0 is out of range"),
+        ("v1 preset=hyper-4step, steps=four", "steps must be a JSON number"),
+        ("v1 preset=hyper-4step, size=maybe", "size must be true or false"),
+        ("", "does not start with a version"),
+        ("v1 preset=lcm-lora, colour=red, steps=6", "unknown or repeated items 'colour=red'"),
+        ("v1 preset=lcm-lora, preset=turbo", "unknown or repeated items 'preset=turbo'"),
+        ("v1 preset=", "unknown preset ''"),
+        ('v1 preset="hyper-4step"', "it holds '\"'"),
+        ("v1 preset=hyper-4step, lora=a\nb", "it holds '\\n'"),
+        ("v1 " + "lora=x" * 40_000, "240,003 characters long, at most 4,096"),
     ],
 )
-def test_unreadable_entries_give_none_and_a_warning(value, message):
-    warnings = []
-    assert parse_infotext({INFOTEXT_KEY: value}, warnings) is None
-    assert len(warnings) == 1 and message in warnings[0] and warnings[0].startswith("Hyper-SD: ")
+def test_unreadable_entries_are_refused_with_a_message(value, message):
+    reading = read_infotext({INFOTEXT_KEY: value})
+    assert reading.settings is None
+    assert reading.problem.startswith("Hyper-SD: the infotext's Hyper-SD entry cannot be restored: ")
+    assert message in reading.problem, reading.problem
+    assert reading.problem.endswith("Remove the entry to generate without Hyper-SD, or pick a preset.")
 
 
-def test_unknown_items_are_ignored_with_a_warning():
-    warnings = []
-    settings = parse_infotext_value("v1 preset=lcm-lora, colour=red, steps=6", warnings)
-    assert settings == HyperSettings(enabled=True, preset="lcm-lora", steps=6)
-    assert warnings and "colour=red" in warnings[0]
+def test_an_entry_lost_in_the_prompt_by_a_line_break_is_refused():
+    # A raw line break inside the entry: WebUI's parser finds fewer than 3 parameters on the last line and takes
+    # the whole parameter line for the negative prompt (modules/infotext_utils.py parse_generation_parameters).
+    text = 'a cat\nNegative prompt: ugly\nSteps: 4, Sampler: TCD, Hyper-SD: "v1 preset=hyper-4step,\nsteps=4", Seed: 1'
+    params = webui_parse_all(text)
+    assert INFOTEXT_KEY not in params and "Hyper-SD:" in params["Negative prompt"]
+    reading = read_infotext(params)
+    assert reading.settings is None and "took it for the negative prompt" in reading.problem
+    # the words in a prompt are not an entry
+    assert read_infotext({"Prompt": "a Hyper-SD: demo poster", "Negative prompt": ""}) == InfotextReading()
+
+
+def webui_parse_all(text):
+    """parse_generation_parameters' split of prompt, negative prompt and the parameter line (its first lines)."""
+    *lines, last = text.strip().split("\n")
+    if len(RE_PARAM.findall(last)) < 3:
+        lines.append(last)
+        last = ""
+    prompt, negative, done = [], [], False
+    for line in lines:
+        if line.startswith("Negative prompt:"):
+            done, line = True, line[16:].strip()
+        (negative if done else prompt).append(line)
+    return {**(webui_parse(last) if last else {}), "Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
+
+
+def test_what_the_writer_writes_is_never_refused():
+    # the longest entry the writer can make: every field, a LoRA name of percent-encoded characters
+    settings = HyperSettings(True, "distilled", "dpmpp_sde_karras", 150, 29.5, 0.125, 1.75, True, ",%=" * 85, False)
+    value = format_infotext(settings)[INFOTEXT_KEY]
+    assert len(value) < 1500
+    assert parse_infotext_value(value) == InfotextReading(settings=settings)

@@ -144,6 +144,9 @@ def test_nothing_selected_and_cancel_of_idle_entries():
     assert models_view.start_downloads(NoManager(), []).startswith("Hyper-SD: select")
 
     class Idle:
+        def entries(self):
+            return [entry_for("a", b"a")]
+
         def cancel(self, entry_id):
             return False
 

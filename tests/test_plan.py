@@ -5,7 +5,7 @@ import copy
 import pytest
 
 from hypersd import loratags
-from hypersd.infotext import parse_infotext
+from hypersd.infotext import read_infotext
 from hypersd.plan import (
     CurrentValues,
     HyperPlanError,
@@ -311,7 +311,7 @@ def test_the_newest_whole_run_is_the_default_distilled_lora():
 def test_infotext_round_trip_restores_the_same_plan():
     p = StandInP()
     plan = plan_for(p, ON.replace(sampler="euler_trailing", weight=0.75))
-    restored = parse_infotext(plan.extra_generation_params)
+    restored = read_infotext(plan.extra_generation_params).settings
     assert restored == plan.settings
     again = plan_for(StandInP(), restored)
     assert (again.sampler_name, again.scheduler, again.steps, again.cfg_scale, again.lora_weight) == (

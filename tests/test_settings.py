@@ -16,6 +16,7 @@ DOCUMENTED_ORDER = [
     "apply_size",
     "lora",
     "fix_hires",
+    "restore_error",
 ]
 
 
@@ -33,7 +34,7 @@ def test_defaults_are_off_and_take_the_preset_values():
 
 def test_positional_round_trip():
     s = HyperSettings(True, "hyper-8step", "euler_trailing", 8, 1.5, None, 0.8, True, "", False)
-    assert s.to_args() == [True, "hyper-8step", "euler_trailing", 8, 1.5, None, 0.8, True, "", False]
+    assert s.to_args() == [True, "hyper-8step", "euler_trailing", 8, 1.5, None, 0.8, True, "", False, ""]
     assert from_api(s.to_args()) == s
     assert from_api(tuple(s.to_args())) == s
 
@@ -50,10 +51,26 @@ def test_the_documented_payload_examples():
 
 
 def test_gradio_values_are_accepted():
-    # Sliders send floats; numbers may come as strings from JSON clients.
-    s = from_api([True, "hyper-4step", "tcd", 4.0, "2", "0.5", 1, "false", "", "true"])
+    # Sliders send floats for integer fields and integers for float fields; both are JSON numbers.
+    s = from_api([True, "hyper-4step", "tcd", 4.0, 2, 0.5, 1, False, "", True])
     assert (s.steps, s.cfg, s.gamma, s.weight, s.apply_size, s.fix_hires) == (4, 2.0, 0.5, 1.0, False, True)
-    assert isinstance(s.steps, int)
+    assert isinstance(s.steps, int) and isinstance(s.cfg, float)
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ({"steps": "4"}, "steps must be a JSON number such as 4 \\(not text\\), got str '4'"),
+        ({"cfg": "2"}, "cfg must be a JSON number such as 1.5"),
+        ({"enabled": "false"}, "enabled must be true or false \\(a JSON boolean\\), got str 'false'"),
+        ({"enabled": 1}, "enabled must be true or false"),
+        ({"preset": " hyper-4step"}, "unknown preset ' hyper-4step'"),
+    ],
+)
+def test_values_are_their_json_types_not_text(payload, message):
+    # The published schema (hypersd.api_schema) says so; the infotext reader converts its own text first.
+    with pytest.raises(HyperSettingsError, match=message):
+        from_api(payload)
 
 
 @pytest.mark.parametrize(
@@ -82,14 +99,17 @@ def test_bad_bools_are_errors(bad):
         ({"steps": -1}, "steps = -1 is out of range"),
         ({"cfg": 0.5}, "cfg = 0.5 is out of range"),
         ({"steps": 4.5}, "whole number"),
-        ({"steps": "four"}, "must be a number"),
-        ({"steps": True}, "must be a number"),
+        ({"steps": "four"}, "must be a JSON number"),
+        ({"steps": True}, "must be a JSON number"),
         ({"cfg": float("nan")}, "finite"),
-        ({"cfg": [1]}, "must be a number"),
+        ({"cfg": [1]}, "must be a JSON number"),
         ({"preset": 4}, "must be a string"),
         ({"enabled": "sure"}, "true or false"),
-        ({"enabled": None}, "must not be empty"),
-        ({"preset": None}, "must not be empty"),
+        ({"enabled": None}, "enabled must not be null \\(only steps, cfg, gamma, weight may be\\)"),
+        ({"preset": None}, "leave it out of the dict to get its default, 'hyper-4step'"),
+        ({"lora": "a" * 256}, "lora is 256 characters long; at most 255"),
+        ({"lora": "house\nv2"}, "holds control characters"),
+        ({"restore_error": "x"}, "restore_error is set by WebUI from the request's infotext; leave it out"),
         ({"stepz": 4}, "unknown argument.*stepz"),
         ({4: 4}, "unknown argument"),
     ],
@@ -101,8 +121,8 @@ def test_invalid_payloads_get_clear_errors(payload, message):
 
 
 def test_positional_errors():
-    with pytest.raises(HyperSettingsError, match="at most 10"):
-        from_api([True] * 11)
+    with pytest.raises(HyperSettingsError, match="at most 11"):
+        from_api([True] * 12)
     with pytest.raises(HyperSettingsError, match="unknown sampler"):
         from_api([True, "hyper-4step", "dpm"])
     with pytest.raises(HyperSettingsError, match="must be a list"):
@@ -147,7 +167,7 @@ def test_with_preset_resets_the_overrides():
 def test_auto_values_mean_the_preset_recommendation():
     s = from_api([True, "lightning-8step", "tcd", 0, 0.0, -1, -1.0])
     assert (s.steps, s.cfg, s.gamma, s.weight) == (None, None, None, None)
-    assert HyperSettings().to_ui_values() == [False, "hyper-4step", "tcd", 0, 0, -1, -1, False, "", True]
+    assert HyperSettings().to_ui_values() == [False, "hyper-4step", "tcd", 0, 0, -1, -1, False, "", True, ""]
     assert from_api(HyperSettings().to_ui_values()) == HyperSettings()
     # A short positional request completed with the UI defaults (api.py) gets the chosen preset's values.
     ui = HyperSettings().to_ui_values()

@@ -147,3 +147,25 @@ def make_host():
         shared=shared,
         gr=SimpleNamespace(Slider=object),
     )
+
+
+def api_script_args(params, request_args=()):
+    """What our script's process() receives for an API request with an ``infotext`` and ``request_args`` in
+    ``alwayson_scripts`` (WebUI v1.10.1 modules/api/api.py, transcribed): ``apply_infotext`` calls each PasteField's
+    function (ours: :func:`hypersd.webui.accordion_events.pasted_values`; a gr.update() counts as no value) and casts
+    the value to ``type(component.value)``; ``init_script_args`` starts from the UI's default values, puts the
+    infotext's values in, then the request's own args over them."""
+    from hypersd.settings import FIELD_NAMES, FIELDS, HyperSettings
+    from hypersd.webui.accordion_events import pasted_values
+
+    # script.ui() gives float fields float values: type(component.value) is float there
+    defaults = zip(FIELDS, HyperSettings().to_ui_values(), strict=True)
+    components = [float(v) if spec.kind is float else v for spec, v in defaults]
+    args = list(components)
+    pasted = pasted_values(params)
+    for index, name in enumerate(FIELD_NAMES):
+        if name in pasted:
+            value, target = pasted[name], type(components[index])
+            args[index] = value if isinstance(value, target) else target(value)
+    args[: len(request_args)] = request_args
+    return args

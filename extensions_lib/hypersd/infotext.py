@@ -12,21 +12,40 @@ contains ``", "``, so WebUI always writes it JSON-quoted.  ``parse_generation_pa
 the line with ``re_param = r'\\s*(\\w[\\w \\-/]+):\\s*("(?:\\\\.|[^\\\\"])+"|[^,]*)(?:,|$)'`` and
 ``json.loads`` a value that starts and ends with ``"`` — giving back exactly our string.
 The entry is present only when the accordion was on.
+
+Reading it back is all or nothing (:func:`read_infotext`): an entry that is not exactly what the writer makes
+(another version, too long, a raw quote or control character, an unknown or repeated key, an invalid value) is
+not restored halfway and not dropped: the reading carries the problem, and the job is refused with it.  So a
+new key needs a new version number: an older extension then says "update the extension" instead of making
+another image.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import unicodedata
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from hypersd.settings import FIELDS, HyperSettings, HyperSettingsError
+from hypersd.settings import (
+    FIELDS,
+    FIELDS_BY_NAME,
+    MAX_RESTORE_ERROR,
+    HyperSettings,
+    HyperSettingsError,
+    parse_bool,
+)
 
 INFOTEXT_KEY = "Hyper-SD"
 VERSION = 1
 _ENCODE = {c: f"%{ord(c):02X}" for c in '%,="\\:\n\r'}
 _RE_VERSION = re.compile(r"^v(\d+)(?:\s+|$)")
+_RE_LOST_ENTRY = re.compile(r"(?:^|[\s,])Hyper-SD:\s*\"?v\d+")
+#: The longest value ever written is well under 1,500 characters (every field, a 255-character LoRA name with each
+#: character percent-encoded); anything longer was not written by this extension.
+MAX_VALUE_LENGTH = 4096
 
 
 def _encode_text(text: str) -> str:
@@ -59,47 +78,98 @@ def format_infotext(settings: HyperSettings) -> dict[str, str]:
     return {INFOTEXT_KEY: format_infotext_value(settings)}
 
 
-def parse_infotext_value(text: str, warnings: list[str] | None = None) -> HyperSettings | None:
-    """Settings from the entry's value; None (and a warning appended) when it cannot be read."""
+@dataclasses.dataclass(frozen=True)
+class InfotextReading:
+    """What an image's infotext says about Hyper-SD.
 
-    def fail(message: str) -> None:
-        if warnings is not None:
-            warnings.append(message)
+    ``settings`` restored (the entry was read), or ``problem``: the entry is there but cannot be restored, and the
+    job is refused with this message rather than quietly made without Hyper-SD.  Neither: there is no entry (the
+    accordion was off).
+    """
 
-    text = str(text).strip()
+    settings: HyperSettings | None = None
+    problem: str | None = None
+
+
+def _refused(why: str) -> InfotextReading:
+    if len(why) > MAX_RESTORE_ERROR // 2:
+        why = why[: MAX_RESTORE_ERROR // 2] + "…"
+    return InfotextReading(
+        problem=f"Hyper-SD: the infotext's Hyper-SD entry cannot be restored: {why}. Remove the entry to generate "
+        "without Hyper-SD, or pick a preset."
+    )
+
+
+def _typed(kind: type, raw: str, name: str) -> Any:
+    """The text of one item as the value HyperSettings takes (a bad number is left as text: it is refused there)."""
+    if kind is str:
+        return urllib.parse.unquote(raw)
+    if kind is bool:
+        return parse_bool(raw, name)
+    try:
+        return float(raw)
+    except ValueError:
+        return raw
+
+
+def parse_infotext_value(text: str) -> InfotextReading:
+    """The entry's value (what WebUI's infotext parser gives for the "Hyper-SD" key) read back, or why it cannot be.
+
+    The writer (:func:`format_infotext_value`) never puts a raw quote, a line break or another control character
+    into the value and stays far below :data:`MAX_VALUE_LENGTH`; a value that does was edited or damaged.
+    """
+    if not isinstance(text, str):
+        return _refused(f"it is {type(text).__name__}, not text")
+    if len(text) > MAX_VALUE_LENGTH:
+        return _refused(f"it is {len(text):,} characters long, at most {MAX_VALUE_LENGTH:,} are ever written")
+    damaged = sorted({repr(c) for c in text if c == '"' or unicodedata.category(c) == "Cc"})
+    if damaged:
+        return _refused(f"it holds {', '.join(damaged)}, which this extension never writes: it was edited or cut")
+    text = text.strip()
     match = _RE_VERSION.match(text)
     if match is None:
-        fail(f"Hyper-SD: the infotext entry {text[:60]!r} has no version; it was not restored")
-        return None
+        return _refused(f"{text[:60]!r} does not start with a version such as v{VERSION}")
     version = int(match.group(1))
     if version != VERSION:
-        fail(f"Hyper-SD: infotext version v{version} is not known to this version (v{VERSION}); update the extension")
-        return None
+        return _refused(f"it is version v{version}, this extension reads v{VERSION}; update the extension")
     by_key = {spec.infotext_key: spec for spec in FIELDS if spec.infotext_key}
     values: dict[str, Any] = {"enabled": True}
-    body = text[match.end() :].strip()
-    for item in filter(None, (part.strip() for part in body.split(","))):
+    unknown = []
+    for item in filter(None, (part.strip() for part in text[match.end() :].split(","))):
         key, sep, raw = item.partition("=")
         spec = by_key.get(key.strip())
-        if not sep or spec is None:
-            fail(f"Hyper-SD: unknown infotext item {item!r} ignored")
+        if not sep or spec is None or spec.name in values:
+            unknown.append(item)
             continue
-        raw = urllib.parse.unquote(raw.strip()) if spec.kind is str else raw.strip()
-        values[spec.name] = raw
+        values[spec.name] = raw.strip()
+    if unknown:
+        shown = ", ".join(repr(item[:40]) for item in unknown[:5])
+        return _refused(f"unknown or repeated items {shown} (known keys: {', '.join(by_key)})")
     try:
-        return HyperSettings(**values)
+        typed = {
+            name: _typed(FIELDS_BY_NAME[name].kind, raw, name) for name, raw in values.items() if name != "enabled"
+        }
+        return InfotextReading(settings=HyperSettings(enabled=True, **typed))
     except HyperSettingsError as error:
-        fail(f"{error} (in the infotext; it was not restored)")
-        return None
+        return _refused(str(error).removeprefix("Hyper-SD: "))
 
 
-def parse_infotext(params: Mapping[str, Any], warnings: list[str] | None = None) -> HyperSettings | None:
-    """Settings from WebUI's parsed infotext (``parse_generation_parameters``'s dict).
+def read_infotext(params: Mapping[str, Any] | None) -> InfotextReading:
+    """What WebUI's parsed infotext (``parse_generation_parameters``'s dict) says about Hyper-SD; never raises.
 
-    None when there is no "Hyper-SD" entry (the accordion was off) or it cannot be read (then a
-    warning is appended to ``warnings``); never raises for bad input.
+    A line break inside a value makes WebUI read the whole parameter line as part of the prompt: an entry found
+    there (``Hyper-SD: "v1 …``) cannot be restored either.
     """
-    value = params.get(INFOTEXT_KEY) if params else None
-    if value is None:
-        return None
-    return parse_infotext_value(value, warnings)
+    if not params:
+        return InfotextReading()
+    value = params.get(INFOTEXT_KEY)
+    if value is not None:
+        return parse_infotext_value(value)
+    for key in ("Prompt", "Negative prompt"):
+        text = params.get(key)
+        if isinstance(text, str) and _RE_LOST_ENTRY.search(text):
+            return _refused(
+                f"WebUI could not read the infotext's parameter line (a line break inside a value?) and took it for "
+                f"the {key.lower()}, with the Hyper-SD entry in it; repair the line"
+            )
+    return InfotextReading()

@@ -120,8 +120,35 @@ def any_active(manager) -> bool:
     return any(snapshot.active for snapshot in manager.jobs().values())
 
 
+MAX_ID_LENGTH = 100  # longer than any catalog id: a longer "id" is refused without being looked up
+
+
+def selection_problem(manager, entry_ids: object) -> str | None:
+    """None when ``entry_ids`` is a list of catalog ids (or empty); else what is wrong and what to do.
+
+    The Models tab's checkbox list only sends catalog ids, but gradio's HTTP API passes any JSON value on.
+    """
+    if entry_ids is None:
+        return None
+    if not isinstance(entry_ids, (list, tuple)):
+        return f"Hyper-SD: the selection must be a list of catalog ids, got {type(entry_ids).__name__}"
+    if not entry_ids:
+        return None
+    known = {entry.id for entry in manager.entries()}
+    bad = [value for value in entry_ids if not isinstance(value, str) or value not in known]
+    if bad:
+        shown = ", ".join(repr(v) if not isinstance(v, str) or len(v) <= MAX_ID_LENGTH else "a long text" for v in bad)
+        return f"Hyper-SD: not a catalog id: {shown}; pick entries from the list (press Refresh if it is old)."
+    return None
+
+
 def start_downloads(manager, entry_ids: Iterable[str], allow_unverified: bool = False) -> str:
     """Start a download for every selected entry that is not present yet; returns what happened (markdown)."""
+    problem = selection_problem(manager, entry_ids)
+    if problem:
+        return problem
+    if not isinstance(allow_unverified, bool):
+        return f"Hyper-SD: 'accept a file whose hash differs' must be true or false, got {allow_unverified!r:.40}"
     entry_ids = list(entry_ids or [])
     if not entry_ids:
         return "Hyper-SD: select one or more entries first."
@@ -138,6 +165,9 @@ def start_downloads(manager, entry_ids: Iterable[str], allow_unverified: bool = 
 
 
 def cancel_downloads(manager, entry_ids: Iterable[str]) -> str:
+    problem = selection_problem(manager, entry_ids)
+    if problem:
+        return problem
     entry_ids = list(entry_ids or [])
     cancelled = [entry_id for entry_id in entry_ids if manager.cancel(entry_id)]
     if not cancelled:
@@ -147,6 +177,9 @@ def cancel_downloads(manager, entry_ids: Iterable[str]) -> str:
 
 def verify(manager, entry_ids: Iterable[str] | None = None) -> str:
     """Hash the selected (default: all) entries' files: slow for big files, so only on an explicit request."""
+    problem = selection_problem(manager, entry_ids)
+    if problem:
+        return problem
     ids = list(entry_ids or []) or [entry.id for entry in manager.entries()]
     lines = []
     for entry_id in ids:
@@ -159,6 +192,9 @@ def verify(manager, entry_ids: Iterable[str] | None = None) -> str:
 
 def manual_steps(manager, entry_ids: Iterable[str]) -> str:
     """The exact manual step (URL and target path) for each selected entry."""
+    problem = selection_problem(manager, entry_ids)
+    if problem:
+        return problem
     return "\n".join(f"- {manager.manual_step(entry_id)}" for entry_id in entry_ids or [])
 
 

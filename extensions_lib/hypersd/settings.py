@@ -1,17 +1,20 @@
 """The one typed settings object of a Hyper-SD run, and its validation.
 
-:data:`FIELDS` is the single table the UI, the infotext, paste and the API are built from.
-The positional order of the API (``alwayson_scripts["hyper-sd"]["args"]``) is the order of
-:data:`FIELDS` and is stable: new fields are only ever appended.
+:data:`FIELDS` is the single table the UI, the infotext, paste, the API and its published JSON schema
+(:mod:`hypersd.api_schema`, ``GET /hypersd/v1/schema``) are built from.  The positional order of the API
+(``alwayson_scripts["hyper-sd"]["args"]``) is the order of :data:`FIELDS` and is stable: new fields are only
+ever appended.
 
 API payload, either form::
 
     "alwayson_scripts": {"hyper-sd": {"args": [true, "hyper-4step", "tcd", 4, 1.0, 0.3, 1.0, false, "", true]}}
     "alwayson_scripts": {"hyper-sd": {"args": [{"enabled": true, "preset": "hyper-4step", "weight": 0.8}]}}
 
-``steps``, ``cfg``, ``gamma`` and ``weight`` may be None — or their "auto" value (``FieldSpec.auto``:
-steps 0, cfg 0, gamma -1, weight -1), which a UI slider can hold — meaning "the preset's
-recommendation".  In the dict form, missing fields take their defaults (None for those four).
+Values have their JSON types: booleans are ``true``/``false``, numbers are numbers (an integer field takes
+``4`` or ``4.0``), text is a string matched exactly.  ``null`` is accepted only by ``steps``, ``cfg``, ``gamma``
+and ``weight``, where it means "the preset's recommendation", as does their "auto" value
+(``FieldSpec.auto``: steps 0, cfg 0, gamma -1, weight -1), which a UI slider can hold; any other field refuses
+``null``.  In the dict form, missing fields take their defaults.
 
 WebUI passes ``process(p, *args)`` the request's args followed by the UI's default values for the
 positions left out (``modules/api/api.py`` ``init_script_args``): a shorter positional list is
@@ -19,8 +22,11 @@ completed with the UI defaults, and after a dict the UI defaults are ignored.  S
 values must be :meth:`HyperSettings.to_ui_values` of ``HyperSettings()`` (the auto values): then a
 short positional request gets the preset's recommendations, never another preset's numbers.
 
-  Unknown keys, wrong
-types, out-of-range values and unknown presets or samplers raise :class:`HyperSettingsError`:
+``restore_error`` is internal (``FieldSpec.internal``): the infotext reader sets it when an image's "Hyper-SD"
+entry cannot be restored, and a job that is on with it set is refused with that message.  The dict form refuses
+it; in the positional form it is what WebUI fills in from the request's ``infotext``.
+
+Unknown keys, wrong types, out-of-range values and unknown presets or samplers raise :class:`HyperSettingsError`:
 nothing is ever replaced by a default silently.
 """
 
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,6 +43,10 @@ from hypersd.presets import DEFAULT_PRESET, DEFAULT_SAMPLER_CHOICE, PRESET_IDS, 
 
 class HyperSettingsError(ValueError):
     """Invalid Hyper-SD settings; the message starts with "Hyper-SD: " and says what to fix."""
+
+
+MAX_LORA_NAME = 255  # a file name's stem
+MAX_RESTORE_ERROR = 2000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +62,8 @@ class FieldSpec:
     nullable: bool = False  # None = "the preset's recommendation"
     auto: float | None = None  # a number that means None too (for UI sliders, which cannot hold None)
     help: str = ""
+    max_length: int | None = None  # text fields: at most this many characters
+    internal: bool = False  # set by the infotext reader, hidden in the UI, refused in the API's dict form
 
 
 FIELDS: tuple[FieldSpec, ...] = (
@@ -65,12 +78,18 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("weight", float, None, "LoRA weight (-1: preset)", "weight", minimum=0.0, maximum=2.0, nullable=True,
               auto=-1),
     FieldSpec("apply_size", bool, False, "Set the native size", "size"),
-    FieldSpec("lora", str, "", "Distilled LoRA", "lora", help="only for the 'distilled' preset: the LoRA's name"),
+    FieldSpec("lora", str, "", "Distilled LoRA", "lora", help="only for the 'distilled' preset: the LoRA's name",
+              max_length=MAX_LORA_NAME),
     FieldSpec("fix_hires", bool, True, "Keep hires fix few-step", "hires",
               help="hires fix uses the same sampler and few steps"),
+    FieldSpec("restore_error", str, "", "Infotext problem", None, max_length=MAX_RESTORE_ERROR, internal=True,
+              help="set by WebUI from the request's infotext when its Hyper-SD entry cannot be restored; the job "
+              "is then refused with this message: send \"\" or leave it out"),
 )  # fmt: skip
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 FIELDS_BY_NAME: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
+NULLABLE: tuple[str, ...] = tuple(f.name for f in FIELDS if f.nullable)
+API_KEYS: tuple[str, ...] = tuple(f.name for f in FIELDS if not f.internal)  # the dict form's keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +106,7 @@ class HyperSettings:
     apply_size: bool = False
     lora: str = ""
     fix_hires: bool = True
+    restore_error: str = ""
 
     def __post_init__(self) -> None:
         for spec in FIELDS:
@@ -115,7 +135,9 @@ class HyperSettings:
     def with_preset(self, preset_id: str) -> HyperSettings:
         """Switch preset (a preset button, the X/Y/Z axis): steps, CFG, gamma and weight go back to
         the new preset's recommendation; the accordion is turned on."""
-        return self.replace(enabled=True, preset=preset_id, steps=None, cfg=None, gamma=None, weight=None)
+        return self.replace(
+            enabled=True, preset=preset_id, steps=None, cfg=None, gamma=None, weight=None, restore_error=""
+        )
 
     @classmethod
     def from_api(cls, args: Any) -> HyperSettings:
@@ -139,21 +161,38 @@ def parse_bool(value: Any, what: str = "value") -> bool:
     raise HyperSettingsError(f"Hyper-SD: {what} must be true or false, got {value!r}")
 
 
+def _type_error(spec: FieldSpec, value: Any, wanted: str) -> HyperSettingsError:
+    shown = f"{value!r:.60}" if not isinstance(value, str) or len(value) <= 60 else f"a {len(value):,}-character text"
+    return HyperSettingsError(f"Hyper-SD: {spec.name} must be {wanted}, got {type(value).__name__} {shown}")
+
+
 def _number(spec: FieldSpec, value: Any) -> float:
-    if isinstance(value, bool):
-        raise HyperSettingsError(f"Hyper-SD: {spec.name} must be a number, got {value!r}")
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            raise HyperSettingsError(f"Hyper-SD: {spec.name} must be a number, got {value!r}") from None
-    else:
-        raise HyperSettingsError(f"Hyper-SD: {spec.name} must be a number, got {type(value).__name__} {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        example = "4" if spec.kind is int else "1.5"
+        raise _type_error(
+            spec, value, f"a JSON number such as {example}" + (" (not text)" if isinstance(value, str) else "")
+        )
+    number = float(value)
     if not math.isfinite(number):
         raise HyperSettingsError(f"Hyper-SD: {spec.name} must be a finite number, got {value!r}")
     return number
+
+
+def _text(spec: FieldSpec, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _type_error(spec, value, "a string")
+    if spec.choices is not None:
+        if value not in spec.choices:
+            shown = f"{value!r:.60}" if len(value) <= 60 else f"of {len(value):,} characters"
+            raise HyperSettingsError(f"Hyper-SD: unknown {spec.name} {shown}; choose one of: {', '.join(spec.choices)}")
+        return value
+    if spec.max_length is not None and len(value) > spec.max_length:
+        raise HyperSettingsError(
+            f"Hyper-SD: {spec.name} is {len(value):,} characters long; at most {spec.max_length:,}"
+        )
+    if not spec.internal and any(unicodedata.category(c) == "Cc" for c in value):
+        raise HyperSettingsError(f"Hyper-SD: {spec.name} {value!r:.60} holds control characters (a line break?)")
+    return value
 
 
 def coerce_field(spec: FieldSpec, value: Any) -> Any:
@@ -161,18 +200,16 @@ def coerce_field(spec: FieldSpec, value: Any) -> Any:
     if value is None:
         if spec.nullable:
             return None
-        raise HyperSettingsError(f"Hyper-SD: {spec.name} must not be empty")
+        raise HyperSettingsError(
+            f"Hyper-SD: {spec.name} must not be null (only {', '.join(NULLABLE)} may be); leave it out of the "
+            f"dict to get its default, {spec.default!r}"
+        )
     if spec.kind is bool:
-        return parse_bool(value, spec.name)
+        if not isinstance(value, bool):
+            raise _type_error(spec, value, "true or false (a JSON boolean)")
+        return value
     if spec.kind is str:
-        if not isinstance(value, str):
-            raise HyperSettingsError(f"Hyper-SD: {spec.name} must be a string, got {type(value).__name__} {value!r}")
-        text = value.strip()
-        if spec.choices is not None and text not in spec.choices:
-            raise HyperSettingsError(
-                f"Hyper-SD: unknown {spec.name} {value!r}; choose one of: {', '.join(spec.choices)}"
-            )
-        return text
+        return _text(spec, value)
     number = _number(spec, value)
     if spec.auto is not None and number == spec.auto:
         return None
@@ -181,8 +218,9 @@ def coerce_field(spec: FieldSpec, value: Any) -> Any:
             raise HyperSettingsError(f"Hyper-SD: {spec.name} must be a whole number, got {value!r}")
         number = int(number)
     if (spec.minimum is not None and number < spec.minimum) or (spec.maximum is not None and number > spec.maximum):
+        auto = f" (or {spec.auto:g} / null: the preset's value)" if spec.auto is not None else ""
         raise HyperSettingsError(
-            f"Hyper-SD: {spec.name} = {value!r} is out of range; allowed {spec.minimum:g}…{spec.maximum:g}"
+            f"Hyper-SD: {spec.name} = {value!r} is out of range; allowed {spec.minimum:g}…{spec.maximum:g}{auto}"
         )
     return number
 
@@ -205,11 +243,15 @@ def from_api(args: Any) -> HyperSettings:
     if isinstance(args, HyperSettings):
         return args
     if isinstance(args, Mapping):
-        bad = [k for k in args if not isinstance(k, str)]
-        unknown = sorted(str(k) for k in args if k not in FIELDS_BY_NAME)
-        if bad or unknown:
+        unknown = sorted(f"{k!r:.40}" for k in args if k not in FIELDS_BY_NAME)
+        if unknown:
             raise HyperSettingsError(
-                f"Hyper-SD: unknown argument(s) {', '.join(unknown)}; known: {', '.join(FIELD_NAMES)}"
+                f"Hyper-SD: unknown argument(s) {', '.join(unknown)}; known: {', '.join(API_KEYS)}"
+            )
+        internal = [k for k in args if FIELDS_BY_NAME[k].internal]
+        if internal:
+            raise HyperSettingsError(
+                f"Hyper-SD: {', '.join(internal)} is set by WebUI from the request's infotext; leave it out of the dict"
             )
         return HyperSettings(**dict(args))
     if isinstance(args, Sequence) and not isinstance(args, (str, bytes)):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypersd.train.names import output_name_problem
+
 #: UI label → engine preset (hypersd.distill.config.PRESETS)
 TRAINING_PRESETS = {"Quick test": "quick", "Standard": "standard", "High quality": "high"}
 BUCKET_CHOICES = ("Auto", "On", "Off")
@@ -136,11 +138,4 @@ def settings_from_form(
 
 def valid_output_name(name: str) -> str | None:
     """None when ``name`` is usable as a LoRA file name; else what is wrong with it."""
-    name = (name or "").strip()
-    if not name:
-        return "Output name: give the LoRA a name (it becomes <name>.safetensors in the Lora folder)"
-    if any(c in name for c in '/\\:*?"<>|') or name.startswith(".") or name.endswith((".", " ")):
-        return f"Output name: {name!r} cannot be a file name; use letters, digits, - and _"
-    if name.lower().endswith(".safetensors"):
-        return "Output name: leave out .safetensors"
-    return None
+    return output_name_problem(name)

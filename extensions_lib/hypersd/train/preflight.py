@@ -198,10 +198,10 @@ def run_preflight(
 
     files = JobFiles(pathlib.Path(request.work_dir), request.out)
     final = layout.final_lora(pathlib.Path(request.output_dir), request.out)
-    checkpoint = files.checkpoint_step()
+    checkpoint = files.checkpoint_step() if problem is None else None  # a bad name is never looked up
     if resume and checkpoint is None:
         result.errors.append(f"Hyper-SD: there is no checkpoint of {request.out!r} to resume in {files.run_dir}")
-    if not resume and not overwrite and request.out and (checkpoint is not None or final.exists()):
+    if not resume and not overwrite and problem is None and (checkpoint is not None or final.exists()):
         what = final if final.exists() else files.run_dir
         result.errors.append(
             f"Hyper-SD: {what} already exists: resume that run, tick 'Overwrite', or choose another output name"

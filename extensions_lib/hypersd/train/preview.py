@@ -169,8 +169,23 @@ def dataset_report(
     """What training on ``path`` would read, and every reason it should not start yet.
 
     ``base`` ("sd15" | "sdxl") and ``resolution`` are optional: with them the resolution is checked against the
-    model type and the image sizes.
+    model type and the image sizes.  A path the operating system refuses to read is one of those reasons.
     """
+    try:
+        return _dataset_report(path, base, resolution, max_thumbnails)
+    except OSError as err:  # a folder WebUI may not read, a name the file system refuses
+        report = DatasetReport(str(path).strip() if path is not None else "")
+        where = f" ({err.filename})" if err.filename and len(str(err.filename)) < 300 else ""
+        report.errors.append(
+            f"Hyper-SD: the training data cannot be read: {err.strerror or err}{where}; check the path and that "
+            "WebUI's user may read it"
+        )
+        return report
+
+
+def _dataset_report(
+    path: str | pathlib.Path | None, base: str | None, resolution: int | None, max_thumbnails: int
+) -> DatasetReport:
     from hypersd.distill import data
 
     text = str(path).strip() if path is not None else ""

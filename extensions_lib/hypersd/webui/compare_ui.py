@@ -17,7 +17,7 @@ from typing import Any
 from modules import processing, shared
 from modules.call_queue import queue_lock
 
-from hypersd.plan import apply_plan
+from hypersd.plan import HyperPlanError, apply_plan
 from hypersd.settings import HyperSettings
 from hypersd.webui import cfg1
 from hypersd.webui.compare_fields import MAIN_FIELDS  # noqa: F401
@@ -53,7 +53,7 @@ class _HyperOnlyScripts:
 
         self.plan = plan_for(p, self.settings)
         if self.plan.errors:
-            raise RuntimeError("\n".join(self.plan.errors))
+            raise HyperPlanError("\n".join(self.plan.errors))
         apply_plan(p, self.plan)
 
     def process_before_every_sampling(self, p, **kwargs):

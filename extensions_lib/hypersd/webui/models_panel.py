@@ -21,6 +21,7 @@ from typing import Any
 from hypersd import models_view
 from hypersd.download import DownloadManager, JobSnapshot
 from hypersd.filehash import HashCache
+from hypersd.webui.guard import guarded
 
 EXTENSION_ROOT = Path(__file__).resolve().parents[3]
 HASHES_FILE = EXTENSION_ROOT / "hashes.json"
@@ -203,12 +204,14 @@ def create_tab():
         gr.Markdown(folders_text(manager), elem_id=f"{TAB_ID}_folders")
         seen = gr.State(_version[0])
 
-        download.click(lambda i, a: on_download(get_manager(), i, a), [selected, allow],
-                       [message, table_box, progress_box])  # fmt: skip
-        cancel.click(lambda i: on_cancel(get_manager(), i), [selected], [message, table_box, progress_box])
-        verify.click(lambda i: on_verify(get_manager(), i), [selected], [message, table_box, progress_box])
-        manual.click(lambda i: on_manual(get_manager(), i), [selected], [message])
-        refresh.click(lambda: on_refresh(get_manager()), None, [table_box, progress_box, seen])
+        with_table = [message, table_box, progress_box]
+        download.click(guarded(lambda i, a: on_download(get_manager(), i, a), "Download", outputs=3), [selected, allow],
+                       with_table)  # fmt: skip
+        cancel.click(guarded(lambda i: on_cancel(get_manager(), i), "Cancel", outputs=3), [selected], with_table)
+        verify.click(guarded(lambda i: on_verify(get_manager(), i), "Verify", outputs=3), [selected], with_table)
+        manual.click(guarded(lambda i: on_manual(get_manager(), i), "Manual download steps"), [selected], [message])
+        refresh.click(guarded(lambda: on_refresh(get_manager()), "Refresh", message_at=None), None,
+                      [table_box, progress_box, seen])  # fmt: skip
         tab.load(lambda v: poll(get_manager(), v), [seen], [table_box, progress_box, seen], every=POLL_SECONDS)
     return [(tab, models_view.TAB_TITLE, TAB_ID)]
 

@@ -16,14 +16,15 @@ from modules import scripts, shared
 from modules.infotext_utils import PasteField
 from modules.ui_components import InputAccordion
 
-from hypersd import loratags
-from hypersd.infotext import INFOTEXT_KEY, parse_infotext
+from hypersd.infotext import INFOTEXT_KEY
 from hypersd.plan import CurrentValues, HyperPlanError, apply_plan, has_hypersd_metadata, make_plan
 from hypersd.presets import PRESET_IDS, SAMPLER_CHOICES, preset_titles, presets_by_group
-from hypersd.settings import FIELDS, HyperSettings, HyperSettingsError
-from hypersd.webui import cfg1, host_state, models_panel
+from hypersd.settings import FIELD_NAMES, FIELDS, HyperSettings, HyperSettingsError
+from hypersd.webui import accordion_events, cfg1, host_state, models_panel
 from hypersd.webui import unet as hyper_unet
+from hypersd.webui.accordion_events import error_status_html
 from hypersd.webui.compare_fields import MAIN_FIELDS
+from hypersd.webui.guard import guarded
 from hypersd.webui.xyz import XYZ_ATTR  # set by the X/Y/Z axis "Hyper-SD preset": overrides the UI preset
 
 log = logging.getLogger("hypersd")
@@ -110,6 +111,10 @@ def status_html(plan) -> str:
 
 def _component(spec, is_img2img, elem_id):
     """A gradio input for one settings field (the accordion's own checkbox is made separately)."""
+    if spec.internal:  # set by paste, shown through the status line; never saved as a UI default
+        box = gr.Textbox(value=spec.default, visible=False, elem_id=elem_id)
+        box.do_not_save_to_config = True
+        return box
     if spec.choices is not None:
         if spec.name == "preset":
             info = "the buttons above set this; see the README's preset table"
@@ -223,49 +228,38 @@ class HyperSDScript(scripts.Script):
         return components
 
     def _wire_buttons(self, buttons, components, status):
-        by_name = dict(zip([f.name for f in FIELDS], components, strict=True))
-        outputs = [by_name[n] for n in ("enabled", "preset", "steps", "cfg", "gamma", "weight")]
+        by_name = dict(zip(FIELD_NAMES, components, strict=True))
+        outputs = [by_name[n] for n in accordion_events.PRESET_OUTPUTS]
         extra_in = [self.prompt_box] if self.prompt_box is not None else []
-        if extra_in:
-            outputs.append(self.prompt_box)
-        outputs.append(status)
+        outputs += [*extra_in, status]
 
         for btn, preset_id in buttons:
 
             def click(*values, preset_id=preset_id):
-                settings = HyperSettings().with_preset(preset_id)
-                ui = dict(zip([f.name for f in FIELDS], settings.to_ui_values(), strict=True))
-                out = [True, preset_id, ui["steps"], ui["cfg"], ui["gamma"], ui["weight"]]
-                if extra_in:
-                    prompt = values[0] or ""
-                    names = [t.name for t in loratags.find_hyper_tags(prompt)]
-                    out.append(loratags.remove_lora_tags(prompt, names) if names else prompt)
-                out.append(preview_status(settings))
-                return out
+                prompt = (values[0] or "") if extra_in else None
+                settings, out, cleaned = accordion_events.preset_values(preset_id, prompt)
+                return [*out, *([cleaned] if extra_in else []), preview_status(settings)]
 
-            btn.click(fn=click, inputs=extra_in, outputs=outputs, show_progress=False)
+            guard = guarded(click, f"the {preset_id} button", outputs=len(outputs), message_at=len(outputs) - 1,
+                            render=error_status_html)  # fmt: skip
+            btn.click(fn=guard, inputs=extra_in, outputs=outputs, show_progress=False)
 
     def _wire_status(self, components, status, fix_size):
         def refresh(*values):
-            try:
-                return preview_status(settings_from_args(values))
-            except HyperSettingsError as error:
-                return f'<div class="hypersd-status hypersd-error">{html.escape(str(error))}</div>'
+            return preview_status(settings_from_args(values))
 
+        refresh = guarded(refresh, "the status line", render=error_status_html)
         for component in components:
             component.change(fn=refresh, inputs=components, outputs=[status], show_progress=False)
 
         if "width" in self.size_boxes and "height" in self.size_boxes:
             width, height = self.size_boxes["width"], self.size_boxes["height"]
 
-            def native_size(preset_id, w, h):
-                base = host_state.model_base(shared.sd_model) or "sd15"
-                from hypersd.plan import fit_size
-                from hypersd.presets import NATIVE_SIZE
+            def native_size(w, h):
+                return accordion_events.native_size(host_state.model_base(shared.sd_model), w, h)
 
-                return list(fit_size(int(w), int(h), NATIVE_SIZE.get(base, (512, 512))))
-
-            fix_size.click(fn=native_size, inputs=[components[1], width, height], outputs=[width, height])
+            fix_size.click(fn=guarded(native_size, "Set the native size", message_at=None), inputs=[width, height],
+                           outputs=[width, height])  # fmt: skip
         else:
             fix_size.visible = False
 
@@ -277,15 +271,13 @@ class HyperSDScript(scripts.Script):
             from hypersd.webui.compare_ui import MainValues, run_compare
 
             ours, main = values[: len(components)], values[len(components) :]
-            try:
-                settings = settings_from_args(ours)
-                items, summary = run_compare(settings, MainValues(**dict(zip(names, main, strict=True))))
-            except Exception as error:  # noqa: BLE001 - shown to the user instead of a silent failure
-                log.exception("Hyper-SD: compare failed")
-                return gr.update(), f'<div class="hypersd-status hypersd-error">{html.escape(str(error))}</div>'
-            return items, summary
+            settings = settings_from_args(ours)
+            if settings.restore_error:
+                raise HyperSettingsError(settings.restore_error)
+            return run_compare(settings, MainValues(**dict(zip(names, main, strict=True))))
 
-        button.click(fn=compare, inputs=inputs, outputs=[gallery, info])
+        guard = guarded(compare, "Compare", outputs=2, message_at=1, render=error_status_html)
+        button.click(fn=guard, inputs=inputs, outputs=[gallery, info])
 
     # ------------------------------------------------------------------ generation
 
@@ -296,7 +288,7 @@ class HyperSDScript(scripts.Script):
             settings = job_settings(p, args)
         except HyperSettingsError:
             return  # process() refuses with the message
-        unet_preset = settings.enabled and settings.preset == hyper_unet.PRESET_ID
+        unet_preset = settings.enabled and not settings.restore_error and settings.preset == hyper_unet.PRESET_ID
         if unet_preset and hyper_unet.preset_problem(shared.sd_model, models_panel.get_manager()) is None:
             hyper_unet.select_for(p, shared.opts)
 
@@ -307,6 +299,9 @@ class HyperSDScript(scripts.Script):
             refuse(p, str(error))
             return
         if not settings.enabled:
+            return
+        if settings.restore_error:
+            refuse(p, settings.restore_error)
             return
         if settings.preset == hyper_unet.PRESET_ID:
             problem = hyper_unet.preset_problem(shared.sd_model, models_panel.get_manager())
@@ -367,6 +362,8 @@ def preview_status(settings: HyperSettings) -> str:
     """The status line for the current UI values, against the loaded model and Lora folder."""
     if not settings.enabled:
         return status_html_idle()
+    if settings.restore_error:
+        return error_status_html(settings.restore_error)
     try:
         base = host_state.model_base(shared.sd_model)
     except Exception:  # noqa: BLE001 - no model loaded yet
@@ -379,14 +376,14 @@ def _paste_reader(name: str, component: Any = None):
     spec = next(f for f in FIELDS if f.name == name)
 
     def read(params: dict):
-        settings = parse_infotext(params)
-        if settings is None:
-            return False if name == "enabled" else gr.update()
+        values = accordion_events.pasted_values(params)
+        if name not in values:
+            return gr.update()  # left as it is (WebUI's API skips it too)
         if spec.kind is float and component is not None and isinstance(component.value, int):
             # WebUI's API casts a pasted value to type(component.value), read after this call; a default
             # restored from ui-config.json as an int (-1) would turn gamma 0.7 into 0.
             component.value = float(component.value)
-        return dict(zip([f.name for f in FIELDS], settings.to_ui_values(), strict=True))[name]
+        return values[name]
 
     return read
 

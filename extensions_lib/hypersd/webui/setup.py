@@ -22,9 +22,10 @@ def setup() -> None:
 
 
 def register_models(script_callbacks) -> None:
-    """The "Hyper-SD Models" and "Hyper-SD Train" tabs and the 1-step UNet in WebUI's "SD Unet" list."""
-    from hypersd.webui import models_panel, train_tab, unet
+    """The "Hyper-SD Models" and "Hyper-SD Train" tabs, our API route and the 1-step UNet in the "SD Unet" list."""
+    from hypersd.webui import api_routes, models_panel, train_tab, unet
 
+    api_routes.register(script_callbacks)
     models_panel.register(script_callbacks)
     train_tab.register(script_callbacks)
     unet.register(CHANGES, script_callbacks)

@@ -25,6 +25,8 @@ from hypersd.train.form import (
     settings_from_form,
     valid_output_name,
 )
+from hypersd.train.form_check import check_form, checked_text
+from hypersd.webui.guard import guarded
 
 TAB_ID = "hypersd_train"
 TAB_TITLE = "Hyper-SD Train"
@@ -83,7 +85,7 @@ FORM_FIELDS = [f.name for f in dataclasses.fields(TrainForm)]
 
 
 def form_from_values(values: list[Any] | tuple[Any, ...]) -> TrainForm:
-    return TrainForm(**dict(zip(FORM_FIELDS, values, strict=True)))
+    return check_form(TrainForm(**dict(zip(FORM_FIELDS, values, strict=True))))
 
 
 def request_from_form(host: Any, form: TrainForm) -> TrainRequest:
@@ -419,11 +421,14 @@ def create_tab():
                   report_samples, gpus, free_vram,
                   compare, normal_steps, normal_cfg, overwrite]  # fmt: skip
         assert len(inputs) == len(FORM_FIELDS)
-        check.click(lambda *v: on_check(host, get_controller(host), list(v)), inputs, [message, thumbs])
-        start.click(lambda *v: on_start(host, get_controller(host), list(v)), inputs, [message])
-        cancel.click(lambda: on_cancel(get_controller(host)), None, [message])
-        resume.click(lambda c, *v: on_resume(host, get_controller(host), c, list(v)), [resume_choice, *inputs],
-                     [message])  # fmt: skip
+        check.click(guarded(lambda *v: on_check(host, get_controller(host), list(v)), "Check", outputs=2,
+                            render=_error_md), inputs, [message, thumbs])  # fmt: skip
+        start.click(guarded(lambda *v: on_start(host, get_controller(host), list(v)), "Train", render=_error_md),
+                    inputs, [message])  # fmt: skip
+        cancel.click(guarded(lambda: on_cancel(get_controller(host)), "Cancel", render=_error_md), None, [message])
+        resume.click(guarded(lambda c, *v: on_resume(host, get_controller(host), checked_text(c, "Stopped runs"),
+                                                     list(v)), "Resume", render=_error_md),
+                     [resume_choice, *inputs], [message])  # fmt: skip
         tab.load(lambda s: poll(get_controller(host), s, host), [seen],
                  [status_box, log_box, plot, samples, comparison, resume_choice, report, seen],
                  every=POLL_SECONDS)  # fmt: skip

@@ -17,12 +17,12 @@ from hypersd.train.form import FormError
 from hypersd.train.names import path_problem
 
 #: fields holding a path typed by the user
-PATH_FIELDS = ("data",)
+PATH_FIELDS = ("data", "reward")
 #: (minimum, maximum, whole number) of the number fields
 NUMBER_RANGES = {"normal_steps": (1, 150, True), "normal_cfg": (1.0, 30.0, False)}
 LABELS = {
     "data": "Training data", "out": "Output name", "preset": "Training preset", "normal_steps": "Comparison: normal "
-    "steps", "normal_cfg": "Comparison: normal CFG", "gpus": "GPUs", "free_vram": "Free the GPU",
+    "steps", "normal_cfg": "Comparison: normal CFG", "gpus": "GPUs", "free_vram": "Free the GPU", "reward": "Reward model",
 }  # fmt: skip
 
 

@@ -26,7 +26,7 @@ from hypersd.train.controller import TrainController
 from hypersd.train.form_check import checked_text
 from hypersd.webui import accordion_events, models_panel, train_tab
 from hypersd.webui.guard import guarded
-from hypersd.webui.train_tab import FORM_FIELDS, TrainForm
+from hypersd.train.tab_form import FORM_FIELDS, TrainForm
 
 MB = "x" * 2**20
 

@@ -12,7 +12,7 @@ from PIL import Image  # noqa: E402
 
 from hypersd.train.controller import Hooks, TrainController  # noqa: E402
 from hypersd.webui import train_tab  # noqa: E402
-from hypersd.webui.train_tab import FORM_FIELDS, TrainForm  # noqa: E402
+from hypersd.train.tab_form import FORM_FIELDS, TrainForm  # noqa: E402
 
 
 class FakeHost:

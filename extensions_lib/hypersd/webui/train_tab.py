@@ -9,10 +9,8 @@ tested without a browser; :func:`create_tab` only wires them to gradio 3.41 comp
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import html
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from hypersd.train.controller import JobError, TrainController, TrainRequest, find_resumable
@@ -22,10 +20,9 @@ from hypersd.train.form import (
     REPORT_CHOICES,
     TRAINING_PRESETS,
     FormError,
-    settings_from_form,
-    valid_output_name,
 )
-from hypersd.train.form_check import check_form, checked_text
+from hypersd.train.form_check import checked_text
+from hypersd.train.tab_form import FORM_FIELDS, TrainForm, compare_options, form_from_values, request_from_form
 from hypersd.webui.guard import guarded
 
 TAB_ID = "hypersd_train"
@@ -46,90 +43,6 @@ def get_controller(host: Any) -> TrainController:
             with contextlib.suppress(OSError):
                 _controller.adopt(host.work_dir())
         return _controller
-
-
-@dataclass
-class TrainForm:
-    """Every input of the tab, in the order the gradio components are passed."""
-
-    checkpoint: str = ""
-    data: str = ""
-    out: str = "house-hyper"
-    preset: str = "Quick test"
-    stages: str = ""
-    unified: bool = False
-    feedback: bool = False
-    reward: str = ""
-    steps_per_stage: str = ""
-    rank: str = ""
-    learning_rate: str = ""
-    batch_size: str = ""
-    cfg_min: str = ""
-    cfg_max: str = ""
-    resolution: str = ""
-    buckets: str = "Auto"
-    precision: str = "Auto"
-    gradient_checkpointing: bool = False
-    sample_prompts: str = ""
-    report: str = "Auto"
-    report_samples: str = ""
-    gpus: str = ""
-    free_vram: bool = True
-    compare: bool = True
-    normal_steps: float = 25
-    normal_cfg: float = 7.0
-    overwrite: bool = False
-
-
-FORM_FIELDS = [f.name for f in dataclasses.fields(TrainForm)]
-
-
-def form_from_values(values: list[Any] | tuple[Any, ...]) -> TrainForm:
-    return check_form(TrainForm(**dict(zip(FORM_FIELDS, values, strict=True))))
-
-
-def request_from_form(host: Any, form: TrainForm) -> TrainRequest:
-    """FormError/JobError with every problem of the form itself (the files are checked by the preflight)."""
-    problems = []
-    checkpoints = host.checkpoints()
-    model = checkpoints.get(form.checkpoint)
-    if model is None:
-        problems.append(f"Checkpoint: {form.checkpoint!r} is not in WebUI's list; pick one (🔄 refreshes the list)")
-    problem = valid_output_name(form.out)
-    if problem:
-        problems.append(problem)
-    if form.preset not in TRAINING_PRESETS:
-        problems.append(f"Training preset: choose one of {', '.join(TRAINING_PRESETS)}")
-    try:
-        settings = settings_from_form(
-            stages=form.stages, unified=form.unified, feedback=form.feedback, reward=form.reward,
-            steps_per_stage=form.steps_per_stage, rank=form.rank,
-            learning_rate=form.learning_rate, batch_size=form.batch_size, cfg_min=form.cfg_min, cfg_max=form.cfg_max,
-            resolution=form.resolution, buckets=form.buckets, precision=form.precision,
-            gradient_checkpointing=form.gradient_checkpointing, sample_prompts=form.sample_prompts,
-            report=form.report, report_samples=form.report_samples,
-        )  # fmt: skip
-    except FormError as err:
-        problems += [line[2:] for line in str(err).splitlines()[1:]]
-        settings = {}
-    if problems:
-        raise FormError("Hyper-SD: fix these settings:\n- " + "\n- ".join(problems))
-    return TrainRequest(
-        model=str(model),
-        data=form.data.strip(),
-        out=form.out.strip(),
-        output_dir=str(host.lora_dir()),
-        work_dir=str(host.work_dir()),
-        preset=TRAINING_PRESETS[form.preset],
-        settings=settings,
-        gpus=str(form.gpus or "").strip(),
-    )
-
-
-def _compare_options(form: TrainForm) -> dict[str, Any] | None:
-    if not form.compare:
-        return None
-    return {"normal_steps": int(form.normal_steps or 25), "normal_cfg": float(form.normal_cfg or 7.0)}
 
 
 def _error_md(text: str) -> str:
@@ -182,7 +95,7 @@ def _launch(host: Any, controller: TrainController, request: TrainRequest, form:
     )
     if not check.ok:
         return check.markdown()
-    controller.hooks = host.hooks(free_vram=form.free_vram, compare=_compare_options(form))
+    controller.hooks = host.hooks(free_vram=form.free_vram, compare=compare_options(form))
     try:
         controller.start(request, resume=resume, overwrite=form.overwrite and not resume)
     except JobError as err:

@@ -24,9 +24,9 @@ from hypersd.infotext import INFOTEXT_KEY
 from hypersd.settings import HyperSettingsError, from_api
 from hypersd.train.controller import TrainController
 from hypersd.train.form_check import checked_text
+from hypersd.train.tab_form import FORM_FIELDS, TrainForm
 from hypersd.webui import accordion_events, models_panel, train_tab
 from hypersd.webui.guard import guarded
-from hypersd.train.tab_form import FORM_FIELDS, TrainForm
 
 MB = "x" * 2**20
 

@@ -11,8 +11,8 @@ pytest.importorskip("peft")
 from PIL import Image  # noqa: E402
 
 from hypersd.train.controller import Hooks, TrainController  # noqa: E402
-from hypersd.webui import train_tab  # noqa: E402
 from hypersd.train.tab_form import FORM_FIELDS, TrainForm  # noqa: E402
+from hypersd.webui import train_tab  # noqa: E402
 
 
 class FakeHost:
@@ -112,6 +112,19 @@ def test_check_reports_data_model_and_readiness(tmp_path, tiny, data):
     assert "not found" in message and "Ready" not in message
     message, _ = train_tab.on_check(host, TrainController(), _values(data=str(data), gpus="2"))
     assert "2 GPUs asked for, but this machine has 0" in message
+
+
+def test_check_loads_the_reward_model_and_says_so(tmp_path, tiny, data):
+    from hypersd.demo.classifier import CLASSIFIER_FILE
+    from hypersd.demo.teacher import TEACHER_DIR
+
+    host = FakeHost(tmp_path, tiny)
+    good = f"demo:{TEACHER_DIR / CLASSIFIER_FILE}"
+    message, _ = train_tab.on_check(host, TrainController(), _values(data=str(data), feedback=True, reward=good))
+    assert f"✔️ The reward model {good} loads and scores an image." in message and "✅ Ready to train." in message
+    missing = f"demo:{tmp_path / 'nothing.safetensors'}"
+    message, _ = train_tab.on_check(host, TrainController(), _values(data=str(data), feedback=True, reward=missing))
+    assert "Cannot start" in message and "nothing.safetensors" in message and "loads and scores" not in message
 
 
 def test_start_progress_samples_and_the_finished_lora(tmp_path, tiny, data):

@@ -39,6 +39,7 @@ class Preflight:
     base: str | None = None
     disk_needed: int | None = None
     report: DatasetReport | None = None
+    passed: list[str] = field(default_factory=list)  # the costly checks that ran and passed (a reward model loads)
 
     @property
     def ok(self) -> bool:
@@ -54,6 +55,7 @@ class Preflight:
             lines += [f"- ⚠️ {w}" for w in self.warnings]
         if self.disk_needed:
             lines.append(f"Disk needed for the LoRAs and checkpoints: about {self.disk_needed / 2**20:,.0f} MiB.")
+        lines += [f"- ✔️ {p}" for p in self.passed]
         if self.ok:
             lines.append("✅ Ready to train.")
         return "\n".join(lines)
@@ -224,4 +226,6 @@ def run_preflight(
         message = reward_check(cfg.reward)  # loads the model: only once everything cheaper has passed
         if message:
             result.errors.append(message)
+        else:
+            result.passed.append(f"The reward model {cfg.reward} loads and scores an image.")
     return result

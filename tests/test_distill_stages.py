@@ -128,6 +128,11 @@ def test_score_distillation_then_feedback_resume_equals_an_uninterrupted_run(tin
     steps = [e for e in events if e["event"] == "step"]
     assert [e["stage"] for e in steps] == [2, 2, 2, "dmd", "dmd", "dmd", "feedback", "feedback", "feedback"]
     assert all("loss_fake" in e and "loss_dm" in e and "loss_reg" in e for e in steps if e["stage"] == "dmd")
+    # the teacher's results for the 4 regression pairs come batch_size (2) at a time, each chunk logged
+    assert [(e["stage"], e["done"], e["of"]) for e in events if e["event"] == "prepare"] == [
+        ("dmd", 2, 4),
+        ("dmd", 4, 4),
+    ]
     assert all("reward" in e and "loss_reward" in e for e in steps if e["stage"] == "feedback")
     with safe_open(str(tmp_path / "a" / "run-unified.safetensors"), framework="pt") as handle:
         meta = handle.metadata()

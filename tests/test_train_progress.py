@@ -89,6 +89,18 @@ def test_training_before_the_first_step_shows_the_first_stage():
     assert format_progress(p) == "Stage k=2 (1 of 2) · step 0 / 6 (0%)"
 
 
+def test_a_stage_preparing_before_its_first_step_says_what_it_prepares():
+    what = "the teacher's 25-step results for the regression pairs"
+    records = [start(0, stages=(1, "dmd"), steps=2), cached(1), step(2, 1, 0.5, 1), step(3, 2, 0.4, 1),
+               {"time": 4, "event": "prepare", "stage": "dmd", "what": what, "done": 16, "of": 64}]  # fmt: skip
+    p = progress_from_records(records)
+    assert (p.phase, p.stage, p.stage_index, p.cache, p.eta_seconds) == ("preparing", "dmd", 2, (what, 16, 64), None)
+    assert format_progress(p) == f"Stage dmd: preparing {what}… (16 / 64)"
+    p = progress_from_records([*records, step(5, 3, 0.9, "dmd")])
+    assert (p.phase, p.cache) == ("training", None)
+    assert format_progress(p).startswith("Stage dmd (2 of 2) · step 3 / 4 (75%) · loss 0.9")
+
+
 def test_every_field_through_a_whole_run():
     records = whole_run()
     mid = progress_from_records(records[:10])  # up to step 4, the first of stage k=1

@@ -190,6 +190,7 @@ def _state(run: _Run, model: Any, dataset: Any, named: list, saved: dict | None,
         optimizer=accelerator.prepare(_make_optimizer(cfg, [p for _, p in named])),
         generators={"data": torch.Generator().manual_seed(cfg.seed * 1000 + 2 * rank + 1),
                     "noise": torch.Generator().manual_seed(cfg.seed * 1000 + 2 * rank + 2)},
+        log=run.log,
     )  # fmt: skip
     if cfg.adversarial or (DMD in cfg.stages and cfg.dmd_adversarial_weight > 0):
         state.discriminator()

@@ -60,15 +60,23 @@ class DMDStage(Stage):
 
     @torch.no_grad()
     def _regression_pairs(self, state: TrainerState) -> dict[str, Any]:
-        """Noises and the teacher's ``dmd_regression_steps``-step result from them (own generator: resumable)."""
+        """Noises and the teacher's ``dmd_regression_steps``-step result from them (own generator: resumable),
+        computed ``batch_size`` at a time (all at once would need 2 x pairs UNet rows in memory), with progress."""
         cfg = state.cfg
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + 7 + state.accelerator.process_index)
         x0, cond, uncond = sample_batch(state.cache, cfg.dmd_regression_pairs, gen, state.device)
         noise = torch.randn(x0.shape, generator=gen).to(state.device)
-        target = tscd.guided_ddim_sample(
-            state.teacher, noise, cond, uncond, cfg.dmd_regression_steps, cfg.dmd_guidance, state.acp
-        )
-        return {"noise": noise, "target": target, "cond": cond}
+        chunk, count, parts = max(1, cfg.batch_size), noise.shape[0], []
+        what = f"the teacher's {cfg.dmd_regression_steps}-step results for the regression pairs"
+        for start in range(0, count, chunk):
+            part = slice(start, start + chunk)
+            parts.append(tscd.guided_ddim_sample(
+                state.teacher, noise[part], {k: v[part] for k, v in cond.items()},
+                {k: v[part] for k, v in uncond.items()}, cfg.dmd_regression_steps, cfg.dmd_guidance, state.acp,
+            ))  # fmt: skip
+            state.log({"event": "prepare", "stage": self.name, "what": what, "done": min(count, start + chunk),
+                       "of": count})  # fmt: skip
+        return {"noise": noise, "target": torch.cat(parts), "cond": cond}
 
     # the student's input ------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -120,6 +120,7 @@ class TrainerState:
     stage_index: int = 0
     step_in_stage: int = 0
     global_step: int = 0
+    log: Callable[[dict[str, Any]], None] = lambda record: None  # the run's JSON-lines log (the main process)
 
     @property
     def unet(self) -> Any:

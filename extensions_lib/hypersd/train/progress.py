@@ -25,7 +25,7 @@ _RECORD_START = b'{"time"'  # every engine record starts like this: recovers a r
 
 @dataclass
 class TrainProgress:
-    phase: str = "starting"  # starting | caching | training | reporting | done | interrupted | error
+    phase: str = "starting"  # starting | caching | preparing | training | reporting | done | interrupted | error
     base: str | None = None  # "sd15" | "sdxl"
     stages: tuple[int | str, ...] = ()  # k (an int) for TSCD stages, the name for dmd / feedback
     steps_per_stage: int = 0
@@ -44,7 +44,7 @@ class TrainProgress:
     samples_per_s: float | None = None
     eta_seconds: float | None = None
     updated: float | None = None  # the ``time`` of the last record
-    cache: tuple[str, int, int] | None = None  # (what, done, of) while caching
+    cache: tuple[str, int, int] | None = None  # (what, done, of) while caching or preparing a stage
     report: str | None = None  # the quality report's HTML once it is written
 
 
@@ -114,6 +114,9 @@ def progress_from_records(records: Iterable[dict[str, Any]]) -> TrainProgress:
         elif event == "cache":
             p.phase = "caching"
             p.cache = (str(rec.get("what", "")), _int(rec.get("done")), _int(rec.get("of")))
+        elif event == "prepare":  # a stage's set-up before its first step (score distillation's teacher pairs)
+            p.phase, p.stage = "preparing", stage_id(rec.get("stage", ""))
+            p.cache = (str(rec.get("what", "")), _int(rec.get("done")), _int(rec.get("of")))
         elif event == "cached":
             p.phase, p.cache = "training", None
         elif event == "resume":
@@ -133,7 +136,7 @@ def progress_from_records(records: Iterable[dict[str, Any]]) -> TrainProgress:
             loss = _float(rec.get("loss"))
             k = stage_id(rec.get("stage", ""))
             by_step[step] = (math.nan if loss is None else loss, k)
-            p.step, p.loss, p.stage, p.phase = step, loss, k, "training"
+            p.step, p.loss, p.stage, p.phase, p.cache = step, loss, k, "training", None
             p.samples_per_s = _float(rec.get("samples_per_s"))
             if time is not None:
                 session.append((time, step))
@@ -261,6 +264,10 @@ def _percent(step: int, total: int) -> int:
     return min(percent, 99) if step < total else percent  # 100% only when every step is done
 
 
+def _stage_name(stage: int | str | None) -> str:
+    return f"k={stage}" if isinstance(stage, int) else str(stage)
+
+
 def format_progress(p: TrainProgress) -> str:
     """One line for the UI."""
     if p.phase == "starting":
@@ -269,6 +276,8 @@ def format_progress(p: TrainProgress) -> str:
         if p.cache and p.cache[2]:
             return f"Caching latents and captions… ({p.cache[0]} {p.cache[1]} / {p.cache[2]})"
         return "Caching latents and captions…"
+    if p.phase == "preparing" and p.cache:
+        return f"Stage {_stage_name(p.stage)}: preparing {p.cache[0]}… ({p.cache[1]} / {p.cache[2]})"
     if p.phase == "reporting":
         return f"Measuring the LoRAs for the quality report (after {p.step} steps)…"
     if p.phase == "done":
@@ -283,8 +292,7 @@ def format_progress(p: TrainProgress) -> str:
         return f"Failed: {p.error}"
     parts = []
     if p.stage is not None and p.stage_index:
-        name = f"k={p.stage}" if isinstance(p.stage, int) else p.stage
-        parts.append(f"Stage {name} ({p.stage_index} of {len(p.stages)})")
+        parts.append(f"Stage {_stage_name(p.stage)} ({p.stage_index} of {len(p.stages)})")
     if p.total_steps:
         parts.append(f"step {p.step} / {p.total_steps} ({_percent(p.step, p.total_steps)}%)")
     else:

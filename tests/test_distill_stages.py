@@ -14,7 +14,7 @@ from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from hypersd import tscd  # noqa: E402
-from hypersd.distill import models  # noqa: E402
+from hypersd.distill import models, stage_dmd  # noqa: E402
 from hypersd.distill.config import DistillConfig  # noqa: E402
 from hypersd.distill.engine import RunPaths, TrainingError, run_distillation  # noqa: E402
 from hypersd.distill.lora import add_lora, lora_parameters  # noqa: E402
@@ -107,7 +107,10 @@ def test_distribution_matching_moves_nothing_while_the_fake_score_equals_the_rea
     assert (target - x0).abs().max() > 1e-4
 
 
-def test_score_distillation_then_feedback_resume_equals_an_uninterrupted_run(tiny, prompts, classifier, tmp_path):
+def test_score_distillation_then_feedback_resume_equals_an_uninterrupted_run(
+    tiny, prompts, classifier, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(stage_dmd, "PAIR_CHUNK_BATCHES", 1)  # the 4 pairs in chunks of one batch (2)
     kw = dict(stages=(2, "dmd", "feedback"), reward=f"demo:{classifier}", feedback_steps=(1, 2))
     full = run_distillation(_cfg(tiny, prompts, tmp_path / "a", **kw), progress=False)
     assert full.steps == 9 and not full.interrupted
@@ -128,7 +131,7 @@ def test_score_distillation_then_feedback_resume_equals_an_uninterrupted_run(tin
     steps = [e for e in events if e["event"] == "step"]
     assert [e["stage"] for e in steps] == [2, 2, 2, "dmd", "dmd", "dmd", "feedback", "feedback", "feedback"]
     assert all("loss_fake" in e and "loss_dm" in e and "loss_reg" in e for e in steps if e["stage"] == "dmd")
-    # the teacher's results for the 4 regression pairs come batch_size (2) at a time, each chunk logged
+    # the teacher's results for the 4 regression pairs come in chunks, each logged
     assert [(e["stage"], e["done"], e["of"]) for e in events if e["event"] == "prepare"] == [
         ("dmd", 2, 4),
         ("dmd", 4, 4),

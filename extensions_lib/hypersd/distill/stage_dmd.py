@@ -30,6 +30,9 @@ from .stage_tscd import discriminator_update, generator_gan_term
 from .trainer import Batch, ExportInfo, Stage, StepOutput, TrainerState
 
 FAKE_ADAPTER = "hypersd_fake"
+#: the regression pairs' teacher results are computed this many training batches at a time: no gradient is kept, so
+#: a chunk of 4 batches (8 x batch_size UNet rows with CFG) needs less memory than one training step
+PAIR_CHUNK_BATCHES = 4
 UNIFIED_GAMMA = 1.0  # the re-noising trajectory it is trained on; the official unified LoRA's default too
 
 
@@ -61,12 +64,12 @@ class DMDStage(Stage):
     @torch.no_grad()
     def _regression_pairs(self, state: TrainerState) -> dict[str, Any]:
         """Noises and the teacher's ``dmd_regression_steps``-step result from them (own generator: resumable),
-        computed ``batch_size`` at a time (all at once would need 2 x pairs UNet rows in memory), with progress."""
+        computed a few batches at a time (all at once would need 2 x pairs UNet rows in memory), with progress."""
         cfg = state.cfg
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + 7 + state.accelerator.process_index)
         x0, cond, uncond = sample_batch(state.cache, cfg.dmd_regression_pairs, gen, state.device)
         noise = torch.randn(x0.shape, generator=gen).to(state.device)
-        chunk, count, parts = max(1, cfg.batch_size), noise.shape[0], []
+        chunk, count, parts = max(1, cfg.batch_size) * PAIR_CHUNK_BATCHES, noise.shape[0], []
         what = f"the teacher's {cfg.dmd_regression_steps}-step results for the regression pairs"
         for start in range(0, count, chunk):
             part = slice(start, start + chunk)

@@ -46,7 +46,7 @@ DEMO_SETTINGS: dict[str, str] = {
 }
 QUICK_SETTINGS = {"--steps-per-stage": "4", "--stage-steps": "dmd=3,feedback=2", "--batch-size": "4",
                   "--report-noises": "2", "--report-samples": "4", "--dmd-regression-pairs": "8",
-                  "--report-steps": "1,2"}  # fmt: skip
+                  "--report-steps": "1,2", "--dmd-fake-warmup": "1"}  # fmt: skip
 TRAINING_IMAGES = 1000
 
 

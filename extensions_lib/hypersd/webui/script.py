@@ -255,11 +255,12 @@ class HyperSDScript(scripts.Script):
         if "width" in self.size_boxes and "height" in self.size_boxes:
             width, height = self.size_boxes["width"], self.size_boxes["height"]
 
-            def native_size(w, h):
-                return accordion_events.native_size(host_state.model_base(shared.sd_model), w, h)
+            def native_size(w, h, preset_id):
+                return accordion_events.native_size(host_state.model_base(shared.sd_model), w, h, preset_id)
 
-            fix_size.click(fn=guarded(native_size, "Set the native size", message_at=None), inputs=[width, height],
-                           outputs=[width, height])  # fmt: skip
+            preset_box = components[FIELD_NAMES.index("preset")]
+            fix_size.click(fn=guarded(native_size, "Set the native size", message_at=None),
+                           inputs=[width, height, preset_box], outputs=[width, height])  # fmt: skip
         else:
             fix_size.visible = False
 

@@ -56,7 +56,6 @@ def make_entry(entry_id, data, *, sha256="data", verified="A", size="data", exac
         sha256=digest,
         verified=verified if digest else None,
         sources="test",
-        presets=(),
     )
 
 
@@ -501,13 +500,15 @@ def test_every_catalog_entry_downloads_from_a_hub_stand_in(tmp_path, hub):
     assert len(list(folders["lora"].iterdir())) == sum(e.kind == "lora" for e in entries)
 
     # ...and each downloaded LoRA is the one its presets pick, as the accordion sees the Lora folder
-    from hypersd.plan import CurrentValues, LoraInfo, make_plan
+    from hypersd.loras import LoraInfo
+    from hypersd.plan import CurrentValues, make_plan
+    from hypersd.presets import PRESET_IDS, catalog_entries
     from hypersd.settings import HyperSettings
 
     available = {f.stem: LoraInfo(f.stem, path=str(f)) for f in folders["lora"].iterdir()}
     picked = 0
     for entry in entries:
-        for preset in entry.presets:
+        for preset in (p for p in PRESET_IDS if entry in catalog_entries(p)):
             current = CurrentValues(model_name=entry.local_filename if entry.kind == "checkpoint" else None)
             plan = make_plan(HyperSettings(enabled=True, preset=preset), entry.base, available, [""], current)
             if entry.kind == "lora":

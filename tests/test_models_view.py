@@ -33,7 +33,6 @@ def entry_for(entry_id, data, *, sha256="data", verified="A", exact=True, kind="
         sha256=digest,
         verified=verified if digest else None,
         sources="test",
-        presets=(),
     )
 
 

@@ -26,7 +26,7 @@ def entry_for(entry_id, data, kind="lora"):
     return CatalogEntry(
         id=entry_id, repo=REPO, filename=f"{entry_id}.safetensors", local_filename=f"{entry_id}-local.safetensors",
         kind=kind, base="sdxl", size=len(data), size_exact=True, sha256=hashlib.sha256(data).hexdigest(),
-        verified="A", sources="test", presets=(),
+        verified="A", sources="test",
     )  # fmt: skip
 
 
@@ -240,7 +240,7 @@ def test_preset_problem_names_sdxl_then_the_missing_file(tmp_path):
 
 
 def test_the_unet_label_passes_the_plans_loaded_file_check():
-    from hypersd.plan import strip_extension
+    from hypersd.presets import strip_extension
 
     wanted = strip_extension(unet.unet_entry().local_filename).lower()
     assert wanted in unet.UNET_LABEL.lower()

@@ -17,7 +17,10 @@ from modules.infotext_utils import PasteField
 from modules.ui_components import InputAccordion
 
 from hypersd.infotext import INFOTEXT_KEY
-from hypersd.plan import CurrentValues, HyperPlanError, apply_plan, has_hypersd_metadata, make_plan
+from hypersd.lora_metadata import has_hypersd_metadata
+from hypersd.loras import LoraLookup
+from hypersd.plan import CurrentValues, make_plan
+from hypersd.plan_apply import HyperPlanError, apply_plan
 from hypersd.presets import PRESET_IDS, SAMPLER_CHOICES, preset_titles, presets_by_group
 from hypersd.settings import FIELD_NAMES, FIELDS, HyperSettings, HyperSettingsError
 from hypersd.webui import accordion_events, cfg1, host_state, models_panel
@@ -65,42 +68,30 @@ def current_values(p: Any) -> CurrentValues:
     )
 
 
+def lora_lookup() -> LoraLookup:
+    """The LoRAs WebUI lists; a missing one is looked for once more in a fresh listing (a file copied in since WebUI
+    listed the folder) and, for catalog files, by sha256 under any name (size-matched candidates, hashes cached)."""
+    return LoraLookup(
+        host_state.available_loras(),
+        refresh=lambda: host_state.available_loras(refresh=True),
+        recognise=_present_copy,
+    )
+
+
+def _present_copy(entry):
+    try:
+        return models_panel.get_manager().find_present(entry)
+    except Exception:  # noqa: BLE001 - recognition by hash is a bonus; the missing-file refusal still stands
+        log.exception("Hyper-SD: could not look for %s by hash", entry.local_filename)
+        return None
+
+
 def plan_for(p: Any, settings: HyperSettings):
+    """The job's plan, made once."""
     base = host_state.model_base(shared.sd_model)
     prompts = list(getattr(p, "all_prompts", None) or [p.prompt])
     hr_prompts = list(getattr(p, "all_hr_prompts", None) or [])
-    current = current_values(p)
-    loras = host_state.available_loras()
-    plan = make_plan(settings, base, loras, prompts, current, hr_prompts=hr_prompts)
-    if any("not in your Lora folder" in e for e in plan.errors):
-        # A file copied in since WebUI listed the folder, or the right bytes under another name: look again
-        # once, recognising the preset's catalog files by sha256 (size-matched candidates only, hashes cached).
-        loras = host_state.available_loras(refresh=True)
-        loras, known = _recognise_by_hash(settings.preset, base, loras)
-        plan = make_plan(settings, base, loras, prompts, current, hr_prompts, known_hashes=known)
-    return plan
-
-
-def _recognise_by_hash(preset_id: str, base: str | None, loras: dict):
-    import dataclasses
-    import os
-
-    from hypersd.catalog import entries_for_preset
-
-    known: dict[str, list[str]] = {}
-    try:
-        manager = models_panel.get_manager()
-        for entry in entries_for_preset(preset_id, base):
-            if entry.kind != "lora" or not entry.sha256:
-                continue
-            known[entry.local_filename] = [entry.sha256]
-            path = manager.find_present(entry)
-            stem = os.path.splitext(os.path.basename(str(path)))[0] if path else None
-            if stem in loras:
-                loras[stem] = dataclasses.replace(loras[stem], sha256=entry.sha256)
-    except Exception:  # noqa: BLE001 - recognition by hash is a bonus; the missing-file message still stands
-        log.exception("Hyper-SD: could not look for the LoRA by hash")
-    return loras, known
+    return make_plan(settings, base, lora_lookup(), prompts, current_values(p), hr_prompts=hr_prompts)
 
 
 def status_html(plan) -> str:

@@ -15,8 +15,8 @@ WAIT = 10.0
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    isolate_hub_env(monkeypatch)
+def clean_env(monkeypatch, tmp_path):
+    isolate_hub_env(monkeypatch, tmp_path / "hf-home")
 
 
 def entry_for(entry_id, data, *, sha256="data", verified="A", exact=True, kind="lora", base="sdxl"):
@@ -42,9 +42,7 @@ def make_manager(tmp_path, entries, endpoint="http://127.0.0.1:9"):
         catalog=entries,
         endpoint=endpoint,
         console=None,
-        connect_timeout=2.0,
-        read_timeout=2.0,
-        retries=0,
+        timeout=2.0,
         hash_cache=HashCache(tmp_path / "hashes.json"),
     )
 

@@ -18,8 +18,8 @@ REPO = "test-org/test-repo"
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    isolate_hub_env(monkeypatch)
+def clean_env(monkeypatch, tmp_path):
+    isolate_hub_env(monkeypatch, tmp_path / "hf-home")
 
 
 def entry_for(entry_id, data, kind="lora"):
@@ -73,7 +73,7 @@ def test_download_through_the_events_refreshes_the_lora_list_and_the_poll(tmp_pa
         holder = []
         manager = DownloadManager(
             lambda kind: tmp_path / kind, catalog=[entry], endpoint=hub.endpoint, console=None,
-            connect_timeout=2.0, read_timeout=2.0, retries=0, hash_cache=HashCache(tmp_path / "h.json"),
+            timeout=2.0, hash_cache=HashCache(tmp_path / "h.json"),
             on_progress=lambda s: models_panel.on_job_event(s, holder[0], modules),
         )  # fmt: skip
         holder.append(manager)

@@ -15,20 +15,16 @@ from huggingface_hub.constants import DOWNLOAD_CHUNK_SIZE as CHUNK  # it writes 
 import hypersd.download as download
 from hypersd.catalog import CatalogEntry, file_url
 from hypersd.download import (
-    CANCELLED,
-    DONE,
     ERR_HASH,
     ERR_HTTP,
     ERR_NETWORK,
     ERR_OFFLINE,
     ERR_WRITE,
-    FAILED,
     DownloadManager,
-    JobSnapshot,
-    progress_line,
     resolve_endpoint,
-    verify_download,
 )
+from hypersd.download_job import CANCELLED, DONE, FAILED, JobSnapshot, progress_line
+from hypersd.download_verdict import verify_download
 from hypersd.model_files import CORRUPT, MISSING, PRESENT
 
 REPO = "test-org/test-repo"

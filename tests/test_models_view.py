@@ -4,7 +4,7 @@ import os
 import pytest
 from hubstub import HubStub, isolate_hub_env
 
-import hypersd.download as download
+import hypersd.download_job as download_job
 from hypersd import models_view
 from hypersd.catalog import CATALOG, CatalogEntry
 from hypersd.download import DownloadManager
@@ -160,8 +160,8 @@ def test_missing_file_hint_names_the_tab_and_the_manual_step(tmp_path):
 
 
 def test_job_text_for_running_jobs():
-    snap = download.JobSnapshot("a", "downloading", 250, 1000, 10.0, "", "u", "t")
+    snap = download_job.JobSnapshot("a", "downloading", 250, 1000, 10.0, "", "u", "t")
     assert models_view.job_text(snap) == "25 % of 1.0 KB"
-    assert models_view.job_text(download.JobSnapshot("a", "downloading", 2500, None, 1.0, "", "u", "t")) == (
+    assert models_view.job_text(download_job.JobSnapshot("a", "downloading", 2500, None, 1.0, "", "u", "t")) == (
         "2.5 KB so far"
     )

@@ -36,18 +36,25 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hypersd.catalog import CATALOG, DEFAULT_ENDPOINT, CatalogEntry, file_url, page_url
+from hypersd.download_job import (
+    CANCELLED,
+    DONE,
+    DOWNLOADING,
+    FAILED,
+    VERIFYING,
+    DownloadJob,
+    JobSnapshot,
+    human_bytes,
+    progress_line,
+)  # fmt: skip
+from hypersd.download_verdict import verify_download
 from hypersd.filehash import HashCache
 from hypersd.model_files import STATUS_DOWNLOADING, FileStatus, ModelFolders
 
 DISK_MARGIN_BYTES = 64 * 1024 * 1024  # keep a little room so WebUI itself can still write
-QUEUED, DOWNLOADING, VERIFYING, DONE, FAILED, CANCELLED = (
-    "queued", "downloading", "verifying", "done", "failed", "cancelled",
-)  # fmt: skip
-ACTIVE_STATES = frozenset({QUEUED, DOWNLOADING, VERIFYING})
 ERR_NETWORK, ERR_TIMEOUT, ERR_HTTP, ERR_HASH, ERR_WRITE, ERR_OFFLINE, ERR_CANCELLED, ERR_INTERNAL = (
     "network", "timeout", "http", "hash_mismatch", "write", "offline", "cancelled", "internal",
 )  # fmt: skip
@@ -71,131 +78,6 @@ def hf_offline() -> bool:
 
 def is_sha256(value: str | None) -> bool:
     return bool(value) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    ok: bool
-    message: str  # why it was refused, or what was accepted and how
-    warnings: tuple[str, ...] = ()
-
-
-def verify_download(entry: CatalogEntry, actual: str, hub_sha256: str | None = None, allow_unverified=False) -> Verdict:
-    """May these bytes become the file?  The hub's own sha256 must match; a level "A" catalog hash must match; a
-    "B"/"B+" hash that differs is refused unless the hub's hash matched (the catalog was wrong) or
-    ``allow_unverified``; without a catalog hash the file is accepted with a warning that records its hash."""
-    name, deleted = entry.local_filename, "The temporary file was deleted"
-    if hub_sha256 is not None and hub_sha256 != actual:
-        return Verdict(False, f"Hyper-SD: {name} is damaged: its sha256 is {actual}, but the hub says {hub_sha256}. "
-                       f"{deleted}; try again.")  # fmt: skip
-    if entry.sha256 is None:
-        if hub_sha256 is not None:
-            return Verdict(True, f"verified against the hub's sha256 {actual} (the catalog has no hash)")
-        return Verdict(True, "accepted without verification", (
-            f"Hyper-SD: {name} has no known sha256 in our catalog and the server sent none, so it was not "
-            f"verified. Its sha256 is {actual}; compare it with the hub's file page.",))  # fmt: skip
-    if actual == entry.sha256:
-        return Verdict(True, f"verified: sha256 {actual} ({entry.verified} source)")
-    if entry.hash_is_confirmed:
-        return Verdict(False, f"Hyper-SD: {name} does not match the catalog: expected sha256 {entry.sha256}, got "
-                       f"{actual}. {deleted}. If the hub updated this file, the catalog is outdated: report it.")  # fmt: skip
-    unconfirmed = (
-        f"the catalog's sha256 {entry.sha256} for {name} is unconfirmed (level {entry.verified}: {entry.sources})"
-    )
-    if hub_sha256 is not None:  # equal to actual here
-        return Verdict(
-            True,
-            f"verified against the hub's sha256 {actual}",
-            (f"Hyper-SD: {unconfirmed} and differs from the hub's {actual}; the hub's value was used.",),
-        )
-    if allow_unverified:
-        return Verdict(
-            True,
-            "accepted although the hash differs (allow_unverified)",
-            (f"Hyper-SD: {unconfirmed}; the downloaded file's sha256 is {actual}. Accepted as asked.",),
-        )
-    return Verdict(False, f"Hyper-SD: {name}'s sha256 is {actual}, but {unconfirmed}. {deleted}. If you trust the "
-                   "source, download again with 'accept unverified hashes' (allow_unverified=True).")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class JobSnapshot:
-    """One consistent view of a job, safe to hand to a UI thread."""
-
-    entry_id: str
-    state: str  # queued | downloading | verifying | done | failed | cancelled
-    bytes_done: int
-    bytes_total: int | None
-    speed_bps: float
-    message: str
-    url: str
-    target_path: str
-    path: str | None = None  # the usable file once done (may be a renamed copy found by hash)
-    sha256: str | None = None
-    error_kind: str | None = None
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE_STATES
-
-    @property
-    def fraction(self) -> float | None:
-        return self.bytes_done / self.bytes_total if self.bytes_total else None
-
-
-class DownloadJob:
-    """A download of one catalog entry; read it with :meth:`snapshot`, wait with :meth:`wait`."""
-
-    def __init__(self, entry: CatalogEntry, url: str, target: Path, allow_unverified: bool):
-        self.entry, self.allow_unverified = entry, allow_unverified
-        self._lock, self._finished, self._cancel = threading.Lock(), threading.Event(), threading.Event()
-        self._snapshot = JobSnapshot(entry.id, QUEUED, 0, entry.size, 0.0, "queued", url, str(target))
-
-    def snapshot(self) -> JobSnapshot:
-        with self._lock:
-            return self._snapshot
-
-    def update(self, **changes) -> JobSnapshot:
-        with self._lock:
-            self._snapshot = replace(self._snapshot, **changes)
-            return self._snapshot
-
-    @property
-    def state(self) -> str:
-        return self.snapshot().state
-
-    @property
-    def active(self) -> bool:
-        return self.snapshot().active
-
-    def cancel(self) -> None:
-        """Stop the job (its child process is terminated); the partial file is kept for resuming."""
-        self._cancel.set()
-
-    @property
-    def cancel_requested(self) -> bool:
-        return self._cancel.is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._finished.wait(timeout)
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
-def progress_line(snapshot: JobSnapshot, name: str) -> str:
-    """A tqdm-like console line: name, percent, done/total, speed, ETA."""
-    head, eta, total, speed = _human_bytes(snapshot.bytes_done), "", snapshot.bytes_total, snapshot.speed_bps
-    if total:
-        head = f"{100.0 * snapshot.bytes_done / total:5.1f}% {head}/{_human_bytes(total)}"
-        eta = f", ETA {max(0, total - snapshot.bytes_done) / speed:.0f} s" if speed > 0 else ""
-    return f"Hyper-SD: {name} {head}, {_human_bytes(speed)}/s{eta}"
 
 
 class DownloadManager:
@@ -435,7 +317,7 @@ class DownloadManager:
         needed = (metadata.get("size") or entry.size or 0) - self.files.partial_bytes(entry)
         free = shutil.disk_usage(staging).free
         if needed > 0 and free < needed + DISK_MARGIN_BYTES:
-            reason = f"{_human_bytes(needed)} needed, {_human_bytes(free)} free in {staging.parent}"
+            reason = f"{human_bytes(needed)} needed, {human_bytes(free)} free in {staging.parent}"
             raise self._failure(entry, {"kind": "write", "errno": errno.ENOSPC, "reason": reason})
         return hub_sha256
 

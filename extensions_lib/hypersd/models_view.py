@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from hypersd.catalog import CatalogEntry
-from hypersd.download import JobSnapshot, progress_line
+from hypersd.download_job import JobSnapshot, progress_line
 from hypersd.model_files import CORRUPT, MISSING, PRESENT, STATUS_DOWNLOADING
 
 TAB_TITLE = "Hyper-SD Models"

@@ -40,6 +40,7 @@ from hypersd.presets import (
     strip_extension,
 )
 from hypersd.prompt_tags import TagSettings, settings_from_prompt_tags
+from hypersd.sampler_names import TCD_SAMPLER
 from hypersd.settings import HyperSettings
 
 #: A size is "far from native" when its pixel count is outside this factor of the native one (our choice:
@@ -239,7 +240,7 @@ class _Values:
 def _values(settings: HyperSettings, row: HyperPreset, notes: list[str]) -> _Values:
     """The user's values where set, else the row's; gamma only for TCD."""
     gamma = None
-    if row.sampler == "TCD":
+    if row.sampler == TCD_SAMPLER:
         gamma = settings.gamma if settings.gamma is not None else row.gamma
     elif settings.gamma is not None:
         notes.append(f"gamma is ignored: {row.sampler} is not TCD")

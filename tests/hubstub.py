@@ -214,6 +214,7 @@ def isolate_hub_env(monkeypatch, home) -> None:
         "HF_TOKEN",
         "HUGGING_FACE_HUB_TOKEN",
         "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
         "HF_TOKEN_PATH",
         "HF_HUB_CACHE",
     ):

@@ -371,12 +371,13 @@ def test_proxy_from_the_environment_is_used(tmp_path, hub, monkeypatch):
     assert hub.requests[0].target == f"http://hub.invalid/{REPO}/resolve/main/{entry.filename}"
 
 
-def test_offline_mode_is_refused_with_the_url_and_the_folder(tmp_path, hub, monkeypatch):
+@pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])  # huggingface_hub reads both
+def test_offline_mode_is_refused_with_the_url_and_the_folder(tmp_path, hub, monkeypatch, variable):
     entry = make_entry("offline", b"x")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv(variable, "1")
     h = Harness(tmp_path, hub, [entry])
     snap = h.run("offline")
-    assert snap.state == FAILED and snap.error_kind == ERR_OFFLINE and "HF_HUB_OFFLINE" in snap.message
+    assert snap.state == FAILED and snap.error_kind == ERR_OFFLINE and f"{variable} is set" in snap.message
     assert file_url(entry, hub.endpoint) in snap.message and str(h.lora_dir / entry.local_filename) in snap.message
     assert hub.requests == []
 

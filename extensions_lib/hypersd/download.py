@@ -72,8 +72,11 @@ def resolve_endpoint(endpoint: str | None = None) -> str:
     return (endpoint or os.environ.get("HF_ENDPOINT", "").strip() or DEFAULT_ENDPOINT).rstrip("/")
 
 
-def hf_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+def offline_variable() -> str | None:
+    """The variable that puts huggingface_hub offline, as it reads them (``HF_HUB_OFFLINE``, else
+    ``TRANSFORMERS_OFFLINE``, the first one set decides), or None when it is online."""
+    name = next((n for n in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if os.environ.get(n)), None)
+    return name if name and os.environ[name].upper() in {"1", "ON", "YES", "TRUE"} else None
 
 
 def is_sha256(value: str | None) -> bool:
@@ -247,9 +250,9 @@ class DownloadManager:
             self._set(job, clock, state=DONE, path=str(present), sha256=self.hash_cache.cached(present),
                       bytes_done=size, bytes_total=size, message=f"already present: {present}")  # fmt: skip
             return
-        if hf_offline():
-            raise _Failed(ERR_OFFLINE, f"Hyper-SD: HF_HUB_OFFLINE is set, so {entry.local_filename} was not "
-                          f"downloaded. Unset HF_HUB_OFFLINE, or {self.manual_step(entry)}.")  # fmt: skip
+        if (variable := offline_variable()) is not None:
+            raise _Failed(ERR_OFFLINE, f"Hyper-SD: {variable} is set, so {entry.local_filename} was not "
+                          f"downloaded. Unset {variable}, or {self.manual_step(entry)}.")  # fmt: skip
         staging = self.files.staging_dir(entry)
         try:
             self.target_dir(entry).mkdir(parents=True, exist_ok=True)

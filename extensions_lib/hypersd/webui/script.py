@@ -143,6 +143,9 @@ class HyperSDScript(scripts.Script):
         super().__init__()
         self.prompt_box = None
         self.size_boxes: dict[str, Any] = {}
+        self.fix_size = None  # "Set the native size", wired once the tab's width and height boxes exist
+        self.preset_box = None
+        self.native_size_wired = False
         self.main: dict[str, Any] = {}
 
     def title(self):
@@ -164,6 +167,7 @@ class HyperSDScript(scripts.Script):
             self.prompt_box = component
         elif elem_id in (f"{tab}_width", f"{tab}_height"):
             self.size_boxes[elem_id.rsplit("_", 1)[1]] = component
+            self._wire_native_size()
 
     def ui(self, is_img2img):
         defaults = HyperSettings().to_ui_values()
@@ -192,7 +196,7 @@ class HyperSDScript(scripts.Script):
             with gr.Row():
                 for spec in FIELDS[7:]:
                     inputs[spec.name] = _component(spec, is_img2img, self.elem_id(spec.name))
-                fix_size = gr.Button("Set the native size", size="sm", elem_id=self.elem_id("fix_size"))
+                fix_size = gr.Button("Set the native size", size="sm", visible=False, elem_id=self.elem_id("fix_size"))
             compare_parts = None
             if not is_img2img:
                 with gr.Row():
@@ -210,7 +214,9 @@ class HyperSDScript(scripts.Script):
         self._wire_buttons(buttons, components, status)
         if compare_parts is not None:
             self._wire_compare(components, *compare_parts)
-        self._wire_status(components, status, fix_size)
+        self._wire_status(components, status)
+        self.fix_size, self.preset_box = fix_size, components[FIELD_NAMES.index("preset")]
+        self._wire_native_size()
         self.infotext_fields = [
             PasteField(comp, _paste_reader(spec.name, comp), api=None)
             for comp, spec in zip(components, FIELDS, strict=True)
@@ -235,7 +241,7 @@ class HyperSDScript(scripts.Script):
                             render=error_status_html)  # fmt: skip
             btn.click(fn=guard, inputs=extra_in, outputs=outputs, show_progress=False)
 
-    def _wire_status(self, components, status, fix_size):
+    def _wire_status(self, components, status):
         def refresh(*values):
             return preview_status(settings_from_args(values))
 
@@ -243,17 +249,19 @@ class HyperSDScript(scripts.Script):
         for component in components:
             component.change(fn=refresh, inputs=components, outputs=[status], show_progress=False)
 
-        if "width" in self.size_boxes and "height" in self.size_boxes:
-            width, height = self.size_boxes["width"], self.size_boxes["height"]
+    def _wire_native_size(self):
+        """Wire "Set the native size" once both the button and the tab's size boxes exist: WebUI v1.10.1 builds the
+        width and height boxes after the accordions (``ui_reorder_list``), so usually from ``after_component``."""
+        if self.fix_size is None or self.native_size_wired or set(self.size_boxes) < {"width", "height"}:
+            return
 
-            def native_size(w, h, preset_id):
-                return accordion_events.native_size(host_state.model_base(shared.sd_model), w, h, preset_id)
+        def native_size(w, h, preset_id):
+            return accordion_events.native_size(host_state.model_base(shared.sd_model), w, h, preset_id)
 
-            preset_box = components[FIELD_NAMES.index("preset")]
-            fix_size.click(fn=guarded(native_size, "Set the native size", message_at=None),
-                           inputs=[width, height, preset_box], outputs=[width, height])  # fmt: skip
-        else:
-            fix_size.visible = False
+        width, height = self.size_boxes["width"], self.size_boxes["height"]
+        self.fix_size.click(fn=guarded(native_size, "Set the native size", message_at=None),
+                            inputs=[width, height, self.preset_box], outputs=[width, height])  # fmt: skip
+        self.fix_size.visible = self.native_size_wired = True
 
     def _wire_compare(self, components, button, info, gallery):
         names = [n for n in MAIN_FIELDS if n in self.main]

@@ -16,7 +16,9 @@ import torch
 from hypersd import schedules
 from hypersd.compare import CFGDenoiser, TinyUNet, karras_sigmas, sample_dpmpp_sde, sample_euler
 from hypersd.denoiser import EpsDenoiser
-from hypersd.plan import CurrentValues, LoraInfo, apply_plan, make_plan
+from hypersd.loras import LoraInfo
+from hypersd.plan import CurrentValues, make_plan
+from hypersd.plan_apply import apply_plan
 from hypersd.presets import PRESETS
 from hypersd.sampling import sample_tcd
 from hypersd.settings import HyperSettings

@@ -1,12 +1,14 @@
 """A stand-in for the Hugging Face hub on 127.0.0.1, enough of it for file downloads (a test helper).
 
 Serves ``/{repo}/resolve/{revision}/{file}`` from memory with what the real hub does for a file download:
-HEAD and GET, ``Range`` (206 + ``Content-Range``; 416 past the end), ``ETag``, and for LFS-like files a 302 to a
-CDN path carrying ``X-Linked-Etag`` (the file's sha256) and ``X-Linked-Size``.  Unknown paths answer 404.
+HEAD and GET, ``Range`` (206 + ``Content-Range``; 416 past the end), ``ETag``, ``X-Repo-Commit`` (huggingface_hub
+needs it), and for LFS-like files a 302 to an absolute CDN URL carrying ``X-Linked-Etag`` (the file's sha256) and
+``X-Linked-Size``, as the hub answers.  Unknown paths answer 404.
 
 It also works as a plain HTTP proxy for those paths (a request with an absolute URL is served the same way),
 so a test can point ``http_proxy`` at it.  Faults for tests, per file: ``cut_after`` (send that many body bytes, then drop the connection; once),
-``stall`` (seconds to wait before the body; the server shutting down ends the wait), ``ignore_range``
+``stall`` (seconds to wait before the body; the server shutting down ends the wait), ``stall_after`` (send that
+many body bytes, then wait until the server shuts down or the client goes), ``ignore_range``
 (answer 200 with the whole file to a Range request).  Every request is logged (method, path, headers).
 """
 
@@ -20,21 +22,27 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote, unquote, urlsplit
 
 _RANGE_RE = re.compile(r"bytes=(\d+)-(\d*)$")
+COMMIT = "0123456789abcdef0123456789abcdef01234567"  # the repo commit every resolve answer names
 
 
 @dataclass
 class StubFile:
     data: bytes
-    redirect: bool = False  # LFS-like: 302 to /cdn/<sha256> with X-Linked-Etag
+    redirect: bool = False  # LFS-like: 302 to http://localhost:<port>/cdn/<sha256> with X-Linked-Etag
     linked_etag: str | None = None  # override the X-Linked-Etag value (e.g. to simulate a lying hub)
     cut_after: int | None = None  # drop the connection after this many body bytes, on the next GET only
     stall: float = 0.0  # wait this long before sending the body
+    stall_after: int | None = None  # send this many body bytes, then hang (until the server closes)
     ignore_range: bool = False
     redirect_host: str | None = None  # redirect to this host name (same port), e.g. "localhost": another origin
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def git_id(self) -> str:
+        return hashlib.sha1(b"blob %d\0" % len(self.data) + self.data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -132,10 +140,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if stub_file.redirect and not path.startswith("/cdn/"):
             self.send_response(302)
-            location = f"/cdn/{stub_file.sha256}"
-            if stub_file.redirect_host:
-                location = f"http://{stub_file.redirect_host}:{self.server.server_address[1]}{location}"
-            self.send_header("Location", location)
+            host = stub_file.redirect_host or "localhost"  # another host, as the hub's CDN is
+            self.send_header("Location", f"http://{host}:{self.server.server_address[1]}/cdn/{stub_file.sha256}")
+            self.send_header("X-Repo-Commit", COMMIT)
             self.send_header("X-Linked-Etag", f'"{stub_file.linked_etag or stub_file.sha256}"')
             self.send_header("X-Linked-Size", str(len(stub_file.data)))
             self.send_header("ETag", f'"{stub_file.linked_etag or stub_file.sha256}"')
@@ -163,7 +170,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Accept-Ranges", "bytes")
-        self.send_header("ETag", f'"{stub_file.sha256}"')
+        # A non-LFS file's ETag on the hub is its git blob id (not a sha256); the CDN's is the sha256.
+        self.send_header("ETag", f'"{stub_file.sha256 if path.startswith("/cdn/") else stub_file.git_id}"')
+        if not path.startswith("/cdn/"):
+            self.send_header("X-Repo-Commit", COMMIT)
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{start + len(data) - 1}/{len(stub_file.data)}")
         self.send_header("Connection", "close")
@@ -172,6 +182,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not send_body:
             return
         if stub_file.stall and hub._closing.wait(stub_file.stall):
+            return
+        if stub_file.stall_after is not None:
+            self.wfile.write(data[: stub_file.stall_after])
+            self.wfile.flush()
+            hub._closing.wait(60)
             return
         if stub_file.cut_after is not None:
             cut, stub_file.cut_after = stub_file.cut_after, None
@@ -191,13 +206,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
-def isolate_hub_env(monkeypatch) -> None:
-    """No hub endpoint, token, offline flag or proxy from the developer's environment reaches a test."""
-    from hypersd import download
-
-    for name in ("HF_ENDPOINT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
+def isolate_hub_env(monkeypatch, home) -> None:
+    """No hub endpoint, token, offline flag, proxy or cache from the developer's environment reaches a test (nor
+    the download's child process, which inherits the environment): ``home`` becomes an empty ``HF_HOME``."""
+    for name in (
+        "HF_ENDPOINT",
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "HF_TOKEN_PATH",
+        "HF_HUB_CACHE",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("no_proxy", "")
-    monkeypatch.setattr(download, "_stored_token", lambda: None)  # never a developer's real token
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.setenv("HF_HOME", str(home))  # never a developer's real token or cache

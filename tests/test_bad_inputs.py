@@ -103,7 +103,7 @@ def models(button, root, *args):
     """A Models-tab button as create_tab wires it; its message (the first output)."""
     entry = CatalogEntry(
         id="test-lora", repo="org/repo", filename="t.safetensors", local_filename="t.safetensors", kind="lora",
-        base="sdxl", size=10, size_exact=True, sha256="0" * 64, verified="A", sources="test", presets=(),
+        base="sdxl", size=10, size_exact=True, sha256="0" * 64, verified="A", sources="test",
     )  # fmt: skip
     manager = DownloadManager(lambda kind: root / kind, catalog=[entry], endpoint="https://hub.invalid", console=None,
                               hash_cache=HashCache(root / "hashes.json"))  # fmt: skip

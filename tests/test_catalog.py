@@ -8,13 +8,13 @@ import pytest
 from hypersd.catalog import (
     CATALOG,
     CatalogEntry,
-    entries_for_preset,
     entry_for_local_file,
     entry_for_sha256,
     file_url,
     get_entry,
     page_url,
 )
+from hypersd.presets import catalog_entries
 
 FACTS = Path("/work/shared/docs/CATALOG_FACTS.md")
 
@@ -80,19 +80,19 @@ def test_every_preset_that_needs_a_file_has_one_per_base():
     needs_both_bases = ["hyper-1step", "hyper-2step", "hyper-4step", "hyper-8step", "hyper-cfg-8step",
                         "hyper-cfg-12step", "hyper-unified-tcd", "lcm-lora", "tcd-lora"]  # fmt: skip
     for preset in needs_both_bases:
-        assert {e.base for e in entries_for_preset(preset)} == {"sd15", "sdxl"}, preset
-        assert len(entries_for_preset(preset, "sdxl")) == 1
+        assert {e.base for e in catalog_entries(preset)} == {"sd15", "sdxl"}, preset
+        assert len(catalog_entries(preset, "sdxl")) == 1
     for preset in ["lightning-2step", "lightning-4step", "lightning-8step", "turbo", "dmd2", "hyper-sdxl-1step-unet"]:
-        assert [e.base for e in entries_for_preset(preset)] == ["sdxl"], preset
-    assert entries_for_preset("house-fast") == () and entries_for_preset("distilled") == ()
-    for entry in CATALOG:
-        assert set(entry.presets) <= PRESET_IDS, entry.id
+        assert [e.base for e in catalog_entries(preset)] == ["sdxl"], preset
+    assert catalog_entries("house-fast") == () and catalog_entries("distilled") == ()
+    used = {e for preset in PRESET_IDS for e in catalog_entries(preset)}
+    assert used == set(CATALOG)  # every file a preset uses, none that no preset uses
 
 
 def test_unified_lora_is_the_one_step_lora():
     for base in ("sd15", "sdxl"):
-        (unified,) = entries_for_preset("hyper-unified-tcd", base)
-        (one_step,) = entries_for_preset("hyper-1step", base)
+        (unified,) = catalog_entries("hyper-unified-tcd", base)
+        (one_step,) = catalog_entries("hyper-1step", base)
         assert unified is one_step and "1step-lora" in unified.filename
 
 

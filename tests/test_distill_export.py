@@ -9,8 +9,9 @@ pytest.importorskip("peft")
 from safetensors import safe_open  # noqa: E402
 
 from hypersd.distill import lora  # noqa: E402
-from hypersd.distill.export import atomic_write, export_lora, lora_metadata  # noqa: E402
+from hypersd.distill.export import atomic_write, export_lora  # noqa: E402
 from hypersd.distill.tiny import build_tiny_model  # noqa: E402
+from hypersd.lora_metadata import lora_metadata  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

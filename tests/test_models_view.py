@@ -4,7 +4,7 @@ import os
 import pytest
 from hubstub import HubStub, isolate_hub_env
 
-import hypersd.download as download
+import hypersd.download_job as download_job
 from hypersd import models_view
 from hypersd.catalog import CATALOG, CatalogEntry
 from hypersd.download import DownloadManager
@@ -15,8 +15,8 @@ WAIT = 10.0
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    isolate_hub_env(monkeypatch)
+def clean_env(monkeypatch, tmp_path):
+    isolate_hub_env(monkeypatch, tmp_path / "hf-home")
 
 
 def entry_for(entry_id, data, *, sha256="data", verified="A", exact=True, kind="lora", base="sdxl"):
@@ -33,7 +33,6 @@ def entry_for(entry_id, data, *, sha256="data", verified="A", exact=True, kind="
         sha256=digest,
         verified=verified if digest else None,
         sources="test",
-        presets=(),
     )
 
 
@@ -43,9 +42,7 @@ def make_manager(tmp_path, entries, endpoint="http://127.0.0.1:9"):
         catalog=entries,
         endpoint=endpoint,
         console=None,
-        connect_timeout=2.0,
-        read_timeout=2.0,
-        retries=0,
+        timeout=2.0,
         hash_cache=HashCache(tmp_path / "hashes.json"),
     )
 
@@ -163,8 +160,8 @@ def test_missing_file_hint_names_the_tab_and_the_manual_step(tmp_path):
 
 
 def test_job_text_for_running_jobs():
-    snap = download.JobSnapshot("a", "downloading", 250, 1000, 10.0, "", "u", "t")
+    snap = download_job.JobSnapshot("a", "downloading", 250, 1000, 10.0, "", "u", "t")
     assert models_view.job_text(snap) == "25 % of 1.0 KB"
-    assert models_view.job_text(download.JobSnapshot("a", "downloading", 2500, None, 1.0, "", "u", "t")) == (
+    assert models_view.job_text(download_job.JobSnapshot("a", "downloading", 2500, None, 1.0, "", "u", "t")) == (
         "2.5 KB so far"
     )

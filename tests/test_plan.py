@@ -6,17 +6,10 @@ import pytest
 
 from hypersd import loratags
 from hypersd.infotext import read_infotext
-from hypersd.plan import (
-    CurrentValues,
-    HyperPlanError,
-    LoraInfo,
-    apply_plan,
-    find_lora,
-    fit_size,
-    make_plan,
-    newest_distilled_lora,
-    settings_from_prompt_tags,
-)
+from hypersd.loras import LoraInfo, find_lora, newest_distilled_lora
+from hypersd.plan import CurrentValues, fit_size, make_plan
+from hypersd.plan_apply import HyperPlanError, apply_plan
+from hypersd.prompt_tags import settings_from_prompt_tags
 from hypersd.settings import HyperSettings
 
 XL = {"ss_base_model_version": "sdxl_base_v1-0"}
@@ -197,12 +190,9 @@ def test_sd15_model_picks_the_sd15_file_by_case_insensitive_name_alias_or_hash()
     assert plan_for(StandInP(), base="sd15", available=by_alias).lora_name == "hsd4"
     by_case = loras(LoraInfo("hyper-sd15-4steps-lora"))
     assert plan_for(StandInP(), base="sd15", available=by_case).lora_name == "hyper-sd15-4steps-lora"
-    renamed = loras(LoraInfo("fast4", hash="c5dd05861646"))
-    hashes = {
-        "Hyper-SD15-4steps-lora.safetensors": ["c5dd058616461ed5053e2b14eec4dbe3fa0eea3b13688642f6d6c80ea2ba5958"]
-    }
+    renamed = loras(LoraInfo("fast4", hash="c5dd05861646"))  # a prefix of the catalog's sha256 of the file
     current = CurrentValues(width=512, height=512)
-    plan = make_plan(ON, "sd15", renamed, ["a cat"], current, known_hashes=hashes)
+    plan = make_plan(ON, "sd15", renamed, ["a cat"], current)
     assert plan.lora_name == "fast4"
     p = StandInP(prompt="a <lora:Hyper-SD15-4step:1>", batch=1)
     apply_plan(p, plan)

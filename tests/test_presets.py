@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 
 from hypersd import presets
-from hypersd.presets import PRESETS, HyperPreset, PresetMetadataError, preset_from_metadata
+from hypersd.lora_metadata import PresetMetadataError
+from hypersd.presets import PRESETS, HyperPreset, preset_from_metadata
 
 # Sampler names of WebUI v1.10.1, read from kklouzal/stable-diffusion-webui tag v1.10.1:
 # modules/sd_samplers_kdiffusion.py (samplers_k_diffusion), modules/sd_samplers_timesteps.py
@@ -49,7 +50,7 @@ def test_the_preset_ids_are_exactly_the_fixed_ones_in_order():
 @pytest.mark.parametrize("row", PRESETS, ids=lambda r: f"{r.id}-{r.base}")
 def test_every_row_is_complete_and_consistent(row: HyperPreset):
     for field in dataclasses.fields(HyperPreset):
-        if field.name not in {"lora_file", "gamma", "hub_repo", "hub_file", "model_file", "note", "sampler_choices"}:
+        if field.name not in {"lora_file", "gamma", "catalog_id", "model_file", "note", "sampler_choices"}:
             assert getattr(row, field.name) is not None, field.name
     assert row.base in {"sd15", "sdxl", "any"}
     assert row.group and row.title and row.source
@@ -67,7 +68,10 @@ def test_every_row_is_complete_and_consistent(row: HyperPreset):
     else:
         assert all(side > 0 and side % 64 == 0 for side in row.size)
     if row.lora_file is not None:
-        assert row.lora_file.endswith(".safetensors") and row.hub_repo and row.hub_file
+        assert row.lora_file.endswith(".safetensors")
+    if row.id != "distilled" and (row.lora_file or row.model_file):
+        entry = row.catalog_entry  # the file's origin, size and hash: the catalog's
+        assert entry.local_filename in (row.lora_file, row.model_file) and entry.base == row.base
     if not row.uses_cfg:
         assert row.cfg <= 2.0  # the plan warns above 2 for LoRAs distilled without guidance
     assert set(row.sampler_choices) <= set(presets.SAMPLER_CHOICE_IDS)

@@ -60,6 +60,18 @@ def test_native_size_keeps_the_aspect_and_refuses_non_sizes():
             events.native_size("sd15", bad, 512)
 
 
+def test_native_size_is_the_selected_presets():
+    # SDXL-Turbo is a 512² model although it is an SDXL one; the N-step LoRA follows the model type.
+    assert events.native_size("sdxl", 1024, 1024, "turbo") == [512, 512]
+    assert events.native_size("sdxl", 832, 1216, "turbo") == [448, 640]
+    assert events.native_size("sdxl", 512, 512, "hyper-4step") == [1024, 1024]
+    assert events.native_size("sd15", 1024, 1024, "hyper-4step") == [512, 512]
+    assert events.native_size("sd15", 1024, 1024, "turbo") == [512, 512]  # no SD1.5 row: the model type's
+    assert events.native_size("sdxl", 512, 512, "house-fast") == [1024, 1024]
+    with pytest.raises(HyperSettingsError, match="unknown preset"):
+        events.native_size("sdxl", 512, 512, "nope")
+
+
 def test_error_status_is_escaped():
     assert (
         events.error_status_html("Hyper-SD: <b>")

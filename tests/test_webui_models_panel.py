@@ -18,15 +18,15 @@ REPO = "test-org/test-repo"
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    isolate_hub_env(monkeypatch)
+def clean_env(monkeypatch, tmp_path):
+    isolate_hub_env(monkeypatch, tmp_path / "hf-home")
 
 
 def entry_for(entry_id, data, kind="lora"):
     return CatalogEntry(
         id=entry_id, repo=REPO, filename=f"{entry_id}.safetensors", local_filename=f"{entry_id}-local.safetensors",
         kind=kind, base="sdxl", size=len(data), size_exact=True, sha256=hashlib.sha256(data).hexdigest(),
-        verified="A", sources="test", presets=(),
+        verified="A", sources="test",
     )  # fmt: skip
 
 
@@ -73,7 +73,7 @@ def test_download_through_the_events_refreshes_the_lora_list_and_the_poll(tmp_pa
         holder = []
         manager = DownloadManager(
             lambda kind: tmp_path / kind, catalog=[entry], endpoint=hub.endpoint, console=None,
-            connect_timeout=2.0, read_timeout=2.0, retries=0, hash_cache=HashCache(tmp_path / "h.json"),
+            timeout=2.0, hash_cache=HashCache(tmp_path / "h.json"),
             on_progress=lambda s: models_panel.on_job_event(s, holder[0], modules),
         )  # fmt: skip
         holder.append(manager)
@@ -240,7 +240,7 @@ def test_preset_problem_names_sdxl_then_the_missing_file(tmp_path):
 
 
 def test_the_unet_label_passes_the_plans_loaded_file_check():
-    from hypersd.plan import strip_extension
+    from hypersd.presets import strip_extension
 
     wanted = strip_extension(unet.unet_entry().local_filename).lower()
     assert wanted in unet.UNET_LABEL.lower()

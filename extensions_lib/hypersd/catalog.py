@@ -44,8 +44,8 @@ class CatalogEntry:
     sha256: str | None
     verified: str | None  # "A" | "B" | "B+" | None, see the module docstring
     sources: str
-    presets: tuple[str, ...]
     revision: str = "main"
+    aliases: tuple[str, ...] = ()  # other names copies of this file go by (<lora:NAME> tags, renamed downloads)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -99,11 +99,13 @@ def _hyper(
     sha: str | None,
     level: str | None,
     sources: str,
-    presets: tuple[str, ...],
     kind: str = "lora",
+    aliases: tuple[str, ...] = (),
 ) -> CatalogEntry:
     entry_id = file.removesuffix(".safetensors").lower()
-    return CatalogEntry(entry_id, _HYPER, file, file, kind, base, size, size_exact, sha, level, sources, presets)
+    return CatalogEntry(
+        entry_id, _HYPER, file, file, kind, base, size, size_exact, sha, level, sources, aliases=aliases
+    )
 
 
 CATALOG: tuple[CatalogEntry, ...] = (
@@ -112,82 +114,70 @@ CATALOG: tuple[CatalogEntry, ...] = (
         "Hyper-SD15-1step-lora.safetensors", "sd15", _SD15_FAMILY_SIZE, False,
         "a04fd9a535c1e56d38f7590ee72a13fd5ca0409853b4fff021e5a9482cf1ca3b", "A",
         f"nixified-ai/flake models.nix (SRI sha256-oE/ZpTXB5W0491kO5yoT/VygQJhTtP/wIeWpSCzxyjs=); {_MIR}; {_FAMILY}",
-        ("hyper-1step", "hyper-unified-tcd"),
     ),
     _hyper(
         "Hyper-SD15-2steps-lora.safetensors", "sd15", _SD15_FAMILY_SIZE, False,
         "2f26dcc1d883feb07557a552315baae2ca2a04ac08556b08a355a244547e8c3a", "B",
         f"{_MIR} (SD1 hyper, 2 steps, cfg 0; name inferred); {_FAMILY}",
-        ("hyper-2step",),
     ),
     _hyper(
         "Hyper-SD15-4steps-lora.safetensors", "sd15", _SD15_FAMILY_SIZE, False,
         "c5dd058616461ed5053e2b14eec4dbe3fa0eea3b13688642f6d6c80ea2ba5958", "B",
         f"{_MIR} (SD1 hyper, 4 steps, cfg 0; name inferred); {_FAMILY}",
-        ("hyper-4step",),
     ),
     _hyper(
         "Hyper-SD15-8steps-lora.safetensors", "sd15", _SD15_FAMILY_SIZE, False,
         "91fc3186236e956d64dbb4357f2e120c69b968b78af7d2db9884a5ca74d3cd13", "B",
         f"{_MIR} (SD1 hyper, 8 steps, cfg 0; name inferred); {_FAMILY}",
-        ("hyper-8step",),
     ),
     _hyper(
         "Hyper-SD15-8steps-CFG-lora.safetensors", "sd15", 269_127_064, True,
         "f6123d5b950d5250ab6c33600e27f4dcf71b3099ebf888685e01e9e8117ce482", "A",
         f"nixified-ai/flake models.nix (SRI sha256-9hI9W5UNUlCrbDNgDif03PcbMJnr+IhoXgHp6BF85II=); {_MIR}; "
         "size: a setup doc naming the file (file id 65737548510)",
-        ("hyper-cfg-8step",),
     ),
     _hyper(
         "Hyper-SD15-12steps-CFG-lora.safetensors", "sd15", _SD15_FAMILY_SIZE, False,
         "64b98437383537cd968fda6f87a05c33160ece9c79ff4757949a1e212ff78361", "B",
         f"{_MIR} (SD1 hyper, 12 steps; name inferred); {_FAMILY}",
-        ("hyper-cfg-12step",),
     ),
     # --- ByteDance/Hyper-SD, SDXL ---
     _hyper(
         "Hyper-SDXL-1step-lora.safetensors", "sdxl", _SDXL_FAMILY_SIZE, False,
         "c912df184c5116792d2c604d26c6bc2aa916685f4a793755255cda1c43a3c78a", "A",
         f"CMKFlow/cmk_nodes scripts/check_cmk_resources.py (expected_sha256, official URL); {_MIR}; {_FAMILY}",
-        ("hyper-1step", "hyper-unified-tcd"),
     ),
     _hyper(
         "Hyper-SDXL-2steps-lora.safetensors", "sdxl", _SDXL_FAMILY_SIZE, False,
         "69b25c0187ced301c3603c599c0bc509ac99b8ac34db89a2aecc3d5f77a35187", "B",
         f"{_MIR} (SDXL hyper, 2 steps; name inferred); {_FAMILY}",
-        ("hyper-2step",),
     ),
     _hyper(
         "Hyper-SDXL-4steps-lora.safetensors", "sdxl", _SDXL_FAMILY_SIZE, False,
         "12f81a27d00a751a40d68fd15597091896c5a90f3bd632fb6c475607cbdad76e", "B+",
         f"{_MIR} (SDXL hyper, 4 steps); same hash and size 787,359,648 for Fooocus' renamed copy "
         "sdxl_hyper_sd_4step_lora.safetensors in SimpleSDXL models_info (file ids 5309084367, 58580662536)",
-        ("hyper-4step",),
+        aliases=("sdxl_hyper_sd_4step_lora",),  # Fooocus' copy, same sha256
     ),
     _hyper(
         "Hyper-SDXL-8steps-lora.safetensors", "sdxl", 787_359_648, True,
         "ca689190e8c46038550384b5675488526cfe5a40d35f82b27acb75c100f417c1", "A",
         f"SimpleSDXL models_info entry loras/Hyper-SDXL-8steps-lora.safetensors (file id 58580662536); {_MIR}",
-        ("hyper-8step",),
     ),
     _hyper(
         "Hyper-SDXL-8steps-CFG-lora.safetensors", "sdxl", 825_798_408, True,
         "55b51334c85061afff5eff7c550b61963c8b8607a5868bbe4f26db49374719b1", "A",
         "nixified-ai/flake models.nix (SRI sha256-VbUTNMhQYa//Xv98VQthljyLhgelhou+TybbSTdHGbE=); "
         f"a project spec with path, size and SHA256 (file id 62427245253); {_MIR}",
-        ("hyper-cfg-8step",),
     ),
     _hyper(
         "Hyper-SDXL-12steps-CFG-lora.safetensors", "sdxl", 825_798_408, True,
         "0b97f447b5878323a28fbe7c51ba7acebd21f4d77552ba77b04b11c8911825b6", "A",
         f"a project spec with path, size and SHA256 (file id 62427245253); {_MIR}",
-        ("hyper-cfg-12step",),
     ),
     _hyper(
         "Hyper-SDXL-1step-Unet.safetensors", "sdxl", None, False, None, None,
         'no hash found; size only as prose ("10.3 GB", file id 67483886858)',
-        ("hyper-sdxl-1step-unet",),
         kind="unet",
     ),
     # --- peers ---
@@ -196,7 +186,6 @@ CATALOG: tuple[CatalogEntry, ...] = (
         "sdxl_lightning_2step_lora.safetensors", "lora", "sdxl", None, False,
         "04fafc778385b24144498a8247498ae4fb7a69f702ea0566bdce2845a31fcc43", "A",
         "nixified-ai/flake models.nix (SRI sha256-BPr8d4OFskFESYqCR0mK5Pt6afcC6gVmvc4oRaMfzEM=); single source",
-        ("lightning-2step",),
     ),
     CatalogEntry(
         "sdxl-lightning-4step-lora", _LIGHTNING, "sdxl_lightning_4step_lora.safetensors",
@@ -204,13 +193,11 @@ CATALOG: tuple[CatalogEntry, ...] = (
         "bf56cf2657efb15e465d81402ed481d1e11c4677e4bcce1bc11fe71ad8506b79", "A",
         "finegrain-ai/refiners src/refiners/conversion/models/loras.py (rev c9a24f48); a squid store-id script "
         "quoting the LFS CDN URL ending in this oid (file id 21780511900); size: SimpleSDXL models_info",
-        ("lightning-4step",),
     ),
     CatalogEntry(
         "sdxl-lightning-8step-lora", _LIGHTNING, "sdxl_lightning_8step_lora.safetensors",
         "sdxl_lightning_8step_lora.safetensors", "lora", "sdxl", None, False, None, None,
         "no size or hash found",
-        ("lightning-8step",),
     ),
     CatalogEntry(
         "lcm-lora-sdv1-5", "latent-consistency/lcm-lora-sdv1-5", "pytorch_lora_weights.safetensors",
@@ -218,7 +205,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         "8f90d840e075ff588a58e22c6586e2ae9a6f7922996ee6649a7f01072333afe4", "A",
         "many download manifests (file ids 69708510670 [rev cf2fced5], 59750973256, 71604544884, 60987207440, "
         "60789732272, 61949606812, 58019874072, 55071618484)",
-        ("lcm-lora",),
+        aliases=("lcm-lora-sd15", "lcm_lora_sd15", "LCM_LoRA_SD15", "lcm-lora-sd1.5"),
     ),
     CatalogEntry(
         "lcm-lora-sdxl", "latent-consistency/lcm-lora-sdxl", "pytorch_lora_weights.safetensors",
@@ -226,21 +213,21 @@ CATALOG: tuple[CatalogEntry, ...] = (
         "a764e6859b6e04047cd761c08ff0cee96413a8e004c9f07707530cd776b19141", "A",
         "finegrain-ai/refiners loras.py (rev a18548dd); file ids 60572312775, 70980655974, 61949606812 "
         f"(size and hash), 41329927919, 66989674870; {_MIR}",
-        ("lcm-lora",),
+        aliases=("lcm_lora_sdxl", "sdxl_lcm_lora", "LCM_LoRA_SDXL"),
     ),
     CatalogEntry(
         "tcd-sd15-lora", "h1t/TCD-SD15-LoRA", "pytorch_lora_weights.safetensors",
         "TCD-SD15-LoRA.safetensors", "lora", "sd15", None, False,
         "eaecb24a1cda4411eab67275b1d991071216ac93693e8fa0c9226c9df0386232", "B",
         f"{_MIR} only, and conflicting: MIR also lists this hash under lcm-lora-sdv1-5",
-        ("tcd-lora",),
+        aliases=("tcd_sd15", "tcd-lora-sd15", "tcd_sd15_lora"),
     ),
     CatalogEntry(
         "tcd-sdxl-lora", "h1t/TCD-SDXL-LoRA", "pytorch_lora_weights.safetensors",
         "TCD-SDXL-LoRA.safetensors", "lora", "sdxl", None, False,
         "2c777bc60abf41d3eb0fe405d23d73c280a020eea5adf97a82a141592c33feba", "B",
         f"{_MIR} (repo-level entry; the repo has one weight file); single source",
-        ("tcd-lora",),
+        aliases=("tcd_sdxl", "tcd-lora-sdxl", "tcd_sdxl_lora"),
     ),
     CatalogEntry(
         "dmd2-sdxl-4step-lora", "tianweiy/DMD2", "dmd2_sdxl_4step_lora.safetensors",
@@ -248,7 +235,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         "a374289e9446d7f14d2037c4b3770756b7b52c292142a691377c3c755010a1bb", "A",
         "a licence-provenance note comparing a local sha256 and size with the HF LFS oid (file id 58093189863); "
         f"{_MIR} (DMD2 entry, 2nd hash)",
-        ("dmd2",),
+        aliases=("dmd2_sdxl_4step_lora_fp16", "dmd2-sdxl-4step"),
     ),
     CatalogEntry(
         "sdxl-turbo-fp16", "stabilityai/sdxl-turbo", "sd_xl_turbo_1.0_fp16.safetensors",
@@ -256,7 +243,6 @@ CATALOG: tuple[CatalogEntry, ...] = (
         "e869ac7d6942cb327d68d5ed83a40447aadf20e0c3358d98b2cc9e270db0da26", "A",
         "a HF-model catalog in TypeScript (file id 62908613244, size + hash); file ids 59337131857 (rev cf0e5cbf), "
         "70954698205 (rev 71153311), 11784931249, 63513491635, 68902311550, 48484672119",
-        ("turbo",),
     ),
 )  # fmt: skip
 
@@ -270,13 +256,6 @@ def get_entry(entry_id: str, catalog: Iterable[CatalogEntry] = CATALOG) -> Catal
         return by_id[entry_id]
     except KeyError:
         raise KeyError(f"Hyper-SD: no catalog entry {entry_id!r}; known: {', '.join(sorted(by_id))}.") from None
-
-
-def entries_for_preset(
-    preset_id: str, base: str | None = None, catalog: Iterable[CatalogEntry] = CATALOG
-) -> tuple[CatalogEntry, ...]:
-    """The files a preset uses, optionally only those for one base model ("sd15" / "sdxl")."""
-    return tuple(e for e in catalog if preset_id in e.presets and (base is None or e.base == base))
 
 
 def entry_for_local_file(local_filename: str, catalog: Iterable[CatalogEntry] = CATALOG) -> CatalogEntry | None:

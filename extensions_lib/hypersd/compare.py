@@ -18,6 +18,7 @@ import torch
 
 from hypersd import schedules
 from hypersd.denoiser import EpsDenoiser
+from hypersd.sampler_names import TCD_DEFAULT_GAMMA
 from hypersd.sampling import sample_tcd
 
 
@@ -147,7 +148,7 @@ def run_recipes(size: int = 32, batch: int = 1, repeats: int = 3, seed: int = 0)
     smin, smax = float(table[0]), float(table[-1])
     recipes = [
         ("TCD, TCD schedule (gamma 0.3)", 4, 1.0, schedules.timesteps_to_sigmas(schedules.tcd_timesteps(4), table),
-         lambda m, x, s: sample_tcd(m, x, s, eta=0.3)),
+         lambda m, x, s: sample_tcd(m, x, s, eta=TCD_DEFAULT_GAMMA)),
         ("DPM++ SDE Karras", 4, 2.0, karras_sigmas(4, smin, smax), sample_dpmpp_sde),
         ("Euler, Trailing", 25, 7.0, schedules.timesteps_to_sigmas(schedules.trailing_timesteps(25), table),
          sample_euler),

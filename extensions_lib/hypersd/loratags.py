@@ -11,29 +11,28 @@ positional (default: the TE weight), named ``te``/``unet`` override them.
 Names map to the files of :data:`hypersd.presets.PRESETS` through a normalised key
 (case-insensitive; extension, punctuation, a trailing "lora" ignored; "steps" = "step"), so
 ``Hyper-SDXL-4step``, ``Hyper-SDXL-4steps-lora`` and ``hyper_sdxl_4steps.safetensors`` are one
-file, plus a few known renamed copies (:data:`EXTRA_ALIASES`).
+file, plus the known renamed copies each catalog entry lists (``CatalogEntry.aliases``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
+from hypersd.catalog import entry_for_local_file
 from hypersd.presets import PRESETS, strip_extension
 
 #: ``modules/extra_networks.py`` v1.10.1: ``re_extra_net = re.compile(r"<(\w+):([^>]+)>")``.
 RE_EXTRA_NET = re.compile(r"<(\w+):([^>]+)>")
 LORA_NETWORKS = ("lora", "lyco")  # the Lora extension registers "lyco" as an alias
 
-#: Known renamed copies, keyed by our local file name.
-EXTRA_ALIASES: dict[str, tuple[str, ...]] = {
-    "Hyper-SDXL-4steps-lora.safetensors": ("sdxl_hyper_sd_4step_lora",),  # Fooocus' copy, same sha256
-    "lcm-lora-sdv1-5.safetensors": ("lcm-lora-sd15", "lcm_lora_sd15", "LCM_LoRA_SD15", "lcm-lora-sd1.5"),
-    "lcm-lora-sdxl.safetensors": ("lcm_lora_sdxl", "sdxl_lcm_lora", "LCM_LoRA_SDXL"),
-    "TCD-SD15-LoRA.safetensors": ("tcd_sd15", "tcd-lora-sd15", "tcd_sd15_lora"),
-    "TCD-SDXL-LoRA.safetensors": ("tcd_sdxl", "tcd-lora-sdxl", "tcd_sdxl_lora"),
-    "dmd2_sdxl_4step_lora.safetensors": ("dmd2_sdxl_4step_lora_fp16", "dmd2-sdxl-4step"),
-}
+
+@functools.cache
+def _aliases(file: str) -> tuple[str, ...]:
+    """Known renamed copies of one of our files (the catalog entry's ``aliases``)."""
+    entry = entry_for_local_file(file)
+    return entry.aliases if entry is not None else ()
 
 
 def name_key(name: str) -> str:
@@ -75,7 +74,7 @@ KNOWN_LORAS: dict[str, KnownLora] = _known_loras()
 def _alias_index() -> dict[str, KnownLora]:
     index: dict[str, KnownLora] = {}
     for file, known in KNOWN_LORAS.items():
-        for name in (file, *EXTRA_ALIASES.get(file, ())):
+        for name in (file, *_aliases(file)):
             key = name_key(name)
             if key in index and index[key] is not known:  # a table edit made two files collide
                 raise RuntimeError(f"Hyper-SD: the LoRA names {index[key].file} and {file} normalise alike")
@@ -168,7 +167,7 @@ def _equivalence(names) -> tuple[set[str], set[str]]:
     # may well be different files, so for those only the exact names count.
     exact, keys = set(names), set()
     for known in {known_lora(n) for n in names} - {None}:
-        keys.update(name_key(a) for a in (known.file, *EXTRA_ALIASES.get(known.file, ())))
+        keys.update(name_key(a) for a in (known.file, *_aliases(known.file)))
     return exact, keys
 
 

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from hypersd.catalog import CatalogEntry
-from hypersd.download import CORRUPT, MISSING, PRESENT, STATUS_DOWNLOADING, JobSnapshot, progress_line
+from hypersd.download_job import JobSnapshot, progress_line
+from hypersd.model_files import CORRUPT, MISSING, PRESENT, STATUS_DOWNLOADING
 
 TAB_TITLE = "Hyper-SD Models"
 HEADERS = ("id", "file", "base", "kind", "size", "hash", "status", "details")

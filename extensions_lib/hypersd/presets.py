@@ -9,62 +9,21 @@ The N-step Hyper LoRAs (1, 2, 4, 8 steps) combine with a second small table,
 :data:`SAMPLER_CHOICES`: TCD (default), DPM++ SDE Karras (a common WebUI recipe) or
 Euler + Trailing (the official recipe).  :func:`preset_with_sampler` merges the two.
 
-Names used here are WebUI v1.10.1's sampler names and schedule *labels* (``p.scheduler``
-accepts both name and label; the UI and the infotext show labels), plus what this extension
-registers: the sampler "TCD" and the schedules "Trailing", "TCD" and "Hyper 1-step (t=800)".
-
-Metadata contract of "Our distilled LoRA" (the training engine writes these keys into the
-safetensors ``__metadata__``; all values are strings, as safetensors metadata requires):
-
-=====================  =======================================================================
-key                    meaning
-=====================  =======================================================================
-``hypersd_steps``      recommended steps, an int ≥ 1 (required: its presence marks the file)
-``hypersd_sampler``    WebUI sampler name (e.g. ``"TCD"``, ``"Euler"``, ``"LCM"``); default TCD
-``hypersd_scheduler``  WebUI schedule name or label (``"tcd"``/``"TCD"``, ``"trailing"``…);
-                       default: the sampler's usual one (TCD → TCD, others → Trailing)
-``hypersd_cfg``        CFG scale in WebUI's convention (1 = no guidance); default 1
-``hypersd_gamma``      TCD gamma in [0, 1]; default 0.3; only meaningful with the TCD sampler
-``hypersd_base``       ``"sd15"`` or ``"sdxl"``; fallback ``ss_base_model_version``
-                       (``sdxl_*`` → sdxl, ``sd_v1*`` → sd15)
-``hypersd_weight``     LoRA weight; default 1
-=====================  =======================================================================
-
-A file with none of the ``hypersd_*`` keys is not one of ours (:func:`preset_from_metadata`
-returns None); a file with malformed values raises :class:`PresetMetadataError`.
+Sampler and schedule names come from :mod:`hypersd.sampler_names`; every file a row uses is a catalog entry
+(``catalog_id``, :mod:`hypersd.catalog`), whose local name becomes the row's ``lora_file`` / ``model_file``.
+"Our distilled LoRA" is filled from a LoRA's ``hypersd_*`` metadata (:mod:`hypersd.lora_metadata`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 
-BASES = ("sd15", "sdxl")
+from hypersd.catalog import BASES, CatalogEntry, get_entry
+from hypersd.lora_metadata import read_recipe
+from hypersd.sampler_names import TCD_DEFAULT_GAMMA, TCD_SAMPLER
 
-# ---------------------------------------------------------------------------------------------
-# Names this module may use.  WebUI v1.10.1's names, read from modules/sd_samplers_kdiffusion.py,
-# sd_samplers_timesteps.py, sd_samplers_lcm.py and sd_schedulers.py; ours from hypersd.webui.samplers.
-WEBUI_SAMPLERS = (
-    "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE",
-    "Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "Restart",
-    "DDIM", "DDIM CFG++", "PLMS", "UniPC", "LCM",
-)  # fmt: skip
-OUR_SAMPLERS = ("TCD",)
-# (name, label) of every schedule.
-WEBUI_SCHEDULES = (
-    ("automatic", "Automatic"), ("uniform", "Uniform"), ("karras", "Karras"), ("exponential", "Exponential"),
-    ("polyexponential", "Polyexponential"), ("sgm_uniform", "SGM Uniform"), ("kl_optimal", "KL Optimal"),
-    ("align_your_steps", "Align Your Steps"), ("simple", "Simple"), ("normal", "Normal"), ("ddim", "DDIM"),
-    ("beta", "Beta"),
-)  # fmt: skip
-OUR_SCHEDULES = (("trailing", "Trailing"), ("tcd", "TCD"), ("hyper_1step", "Hyper 1-step (t=800)"))
-KNOWN_SAMPLERS = WEBUI_SAMPLERS + OUR_SAMPLERS
-KNOWN_SCHEDULES = WEBUI_SCHEDULES + OUR_SCHEDULES
-
-#: Default TCD gamma of the "TCD" sampler we register (also the TCD-LoRA card's default).
-TCD_DEFAULT_GAMMA = 0.3
-
+BASE_LABELS = {"sd15": "SD1.5", "sdxl": "SDXL", "sd2": "SD2", "sd3": "SD3"}
 NATIVE_SIZE = {"sd15": (512, 512), "sdxl": (1024, 1024)}
 
 GROUP_NSTEP = "Hyper-SD N-step LoRA"
@@ -105,11 +64,14 @@ class HyperPreset:
     hires_steps: int  # advised hires-fix second-pass steps
     hires_denoise: float  # advised hires-fix / img2img denoising strength
     source: str
-    hub_repo: str | None = None  # where the file comes from (catalog), for "missing file" messages
-    hub_file: str | None = None
-    model_file: str | None = None
+    catalog_id: str | None = None  # the catalog entry of the file this row uses (LoRA, checkpoint or UNet)
+    model_file: str | None = None  # the checkpoint/UNet to be loaded: the catalog entry's local name
     sampler_choices: tuple[str, ...] = ()  # ids of SAMPLER_CHOICES this row accepts (empty: fixed)
     note: str = ""
+
+    @property
+    def catalog_entry(self) -> CatalogEntry | None:
+        return get_entry(self.catalog_id) if self.catalog_id else None
 
     @property
     def lora_stem(self) -> str | None:
@@ -157,16 +119,24 @@ DEFAULT_SAMPLER_CHOICE = "tcd"
 ALL_SAMPLER_CHOICES = SAMPLER_CHOICE_IDS
 
 
+def _local(catalog_id: str) -> str:
+    """The catalog file's name in WebUI's folder."""
+    return get_entry(catalog_id).local_filename
+
+
+def _hyper_id(base: str, steps: str) -> str:
+    """The catalog id of an official Hyper-SD LoRA: ``hyper-sdxl-4steps-lora``, ``hyper-sd15-8steps-cfg-lora``."""
+    return f"hyper-{base}-{steps}-lora"
+
+
 def _nstep(n: int, base: str) -> HyperPreset:
-    tag = "SD15" if base == "sd15" else "SDXL"
-    plural = "step" if n == 1 else "steps"
-    file = f"Hyper-{tag}-{n}{plural}-lora.safetensors"
+    entry_id = _hyper_id(base, f"{n}step" if n == 1 else f"{n}steps")
     return HyperPreset(
         id=f"hyper-{n}step",
         base=base,
         group=GROUP_NSTEP,
         title=f"Hyper-SD {n}-step",
-        lora_file=file,
+        lora_file=_local(entry_id),
         weight=1.0,
         weight_range=(0.7, 1.0) if base == "sdxl" else (0.8, 1.1),
         sampler="TCD",
@@ -186,21 +156,19 @@ def _nstep(n: int, base: str) -> HyperPreset:
             + ("gamma 1.0: official default of the unified 1-step LoRA; " if n == 1 else "gamma 0.3: our choice (TCD default); ")
             + "hires steps and denoising 0.5: our choice"
         ),
-        hub_repo="ByteDance/Hyper-SD",
-        hub_file=file,
+        catalog_id=entry_id,
         sampler_choices=ALL_SAMPLER_CHOICES,
     )  # fmt: skip
 
 
 def _cfg_lora(n: int, base: str) -> HyperPreset:
-    tag = "SD15" if base == "sd15" else "SDXL"
-    file = f"Hyper-{tag}-{n}steps-CFG-lora.safetensors"
+    entry_id = _hyper_id(base, f"{n}steps-cfg")
     return HyperPreset(
         id=f"hyper-cfg-{n}step",
         base=base,
         group=GROUP_CFG,
         title=f"Hyper-SD CFG {n}-step",
-        lora_file=file,
+        lora_file=_local(entry_id),
         weight=1.0,
         weight_range=(0.7, 1.0) if base == "sdxl" else (0.8, 1.1),
         sampler="Euler",  # see the euler_trailing choice: Euler on trailing sigmas = diffusers DDIM trailing
@@ -216,20 +184,18 @@ def _cfg_lora(n: int, base: str) -> HyperPreset:
         hires_denoise=0.5,
         source="official model card (DDIM trailing, guidance 5-8, negative prompts work, LoRA scale 1.0); "
         "hires steps and denoising: our choice",
-        hub_repo="ByteDance/Hyper-SD",
-        hub_file=file,
+        catalog_id=entry_id,
     )
 
 
 def _unified(base: str) -> HyperPreset:
-    tag = "SD15" if base == "sd15" else "SDXL"
-    file = f"Hyper-{tag}-1step-lora.safetensors"
+    entry_id = _hyper_id(base, "1step")
     return HyperPreset(
         id="hyper-unified-tcd",
         base=base,
         group=GROUP_UNIFIED,
         title="Unified LoRA + TCD (1-8 steps)",
-        lora_file=file,
+        lora_file=_local(entry_id),
         weight=1.0,
         weight_range=(0.7, 1.0) if base == "sdxl" else (0.8, 1.1),
         sampler="TCD",
@@ -245,8 +211,7 @@ def _unified(base: str) -> HyperPreset:
         hires_denoise=0.5,
         source="official model card (unified LoRA, TCD sampler, 1-8 steps, eta/gamma 1.0 by default, lower "
         "gamma for more detail); 4 steps as the default: our choice; hires advice: our choice",
-        hub_repo="ByteDance/Hyper-SD",
-        hub_file=file,
+        catalog_id=entry_id,
     )
 
 
@@ -256,18 +221,18 @@ def _peer(**fields) -> HyperPreset:
         gamma=None, hires_denoise=0.5,
     )  # fmt: skip
     defaults.update(fields)
+    if defaults.get("catalog_id") and "model_file" not in defaults:
+        defaults["lora_file"] = _local(defaults["catalog_id"])
     defaults.setdefault("size", NATIVE_SIZE[defaults["base"]])
     defaults.setdefault("hires_steps", defaults["steps"])
     return HyperPreset(**defaults)
 
 
 def _lightning(n: int) -> HyperPreset:
-    file = f"sdxl_lightning_{n}step_lora.safetensors"
     return _peer(
-        id=f"lightning-{n}step", base="sdxl", title=f"SDXL-Lightning {n}-step", lora_file=file,
+        id=f"lightning-{n}step", base="sdxl", title=f"SDXL-Lightning {n}-step", catalog_id=f"sdxl-lightning-{n}step-lora",
         sampler="Euler", scheduler="Trailing", steps=n, steps_range=(n, n),
         source="SDXL-Lightning model card (Euler, trailing timesteps, guidance 0 = CFG 1, LoRA scale 1)",
-        hub_repo="ByteDance/SDXL-Lightning", hub_file=file,
     )  # fmt: skip
 
 
@@ -295,9 +260,8 @@ PRESETS: tuple[HyperPreset, ...] = (
         hires_steps=1,
         hires_denoise=0.5,
         source="official model card (LCM scheduler, single timestep 800, guidance 0); hires advice: our choice",
-        hub_repo="ByteDance/Hyper-SD",
-        hub_file="Hyper-SDXL-1step-Unet.safetensors",
-        model_file="Hyper-SDXL-1step-Unet.safetensors",
+        catalog_id="hyper-sdxl-1step-unet",
+        model_file=_local("hyper-sdxl-1step-unet"),
         note="a full UNet replacement, not a LoRA: load it as the model's UNet",
     ),
     *(_lightning(n) for n in (2, 4, 8)),
@@ -308,7 +272,7 @@ PRESETS: tuple[HyperPreset, ...] = (
             id="lcm-lora",
             base=base,
             title="LCM-LoRA",
-            lora_file=file,
+            catalog_id=entry_id,
             sampler="LCM",
             scheduler="TCD",
             steps=4,
@@ -316,33 +280,23 @@ PRESETS: tuple[HyperPreset, ...] = (
             cfg=1.0,
             cfg_range=(1.0, 2.0),
             source="LCM-LoRA model card (LCM scheduler, 4-8 steps, guidance 1-2, LoRA scale 1)",
-            hub_repo=repo,
-            hub_file="pytorch_lora_weights.safetensors",
         )
-        for base, file, repo in (
-            ("sd15", "lcm-lora-sdv1-5.safetensors", "latent-consistency/lcm-lora-sdv1-5"),
-            ("sdxl", "lcm-lora-sdxl.safetensors", "latent-consistency/lcm-lora-sdxl"),
-        )
+        for base, entry_id in (("sd15", "lcm-lora-sdv1-5"), ("sdxl", "lcm-lora-sdxl"))
     ),
     *(
         _peer(
             id="tcd-lora",
             base=base,
             title="TCD-LoRA",
-            lora_file=file,
+            catalog_id=entry_id,
             sampler="TCD",
             scheduler="TCD",
             steps=4,
             steps_range=(2, 8),
             gamma=TCD_DEFAULT_GAMMA,
             source="TCD-LoRA model card (TCD scheduler, 2-8 steps, gamma 0.3, guidance 0 = CFG 1)",
-            hub_repo=repo,
-            hub_file="pytorch_lora_weights.safetensors",
         )
-        for base, file, repo in (
-            ("sd15", "TCD-SD15-LoRA.safetensors", "h1t/TCD-SD15-LoRA"),
-            ("sdxl", "TCD-SDXL-LoRA.safetensors", "h1t/TCD-SDXL-LoRA"),
-        )
+        for base, entry_id in (("sd15", "tcd-sd15-lora"), ("sdxl", "tcd-sdxl-lora"))
     ),
     _peer(
         id="turbo",
@@ -358,9 +312,8 @@ PRESETS: tuple[HyperPreset, ...] = (
         cfg_range=(1.0, 1.0),
         size=(512, 512),
         source="SDXL-Turbo model card (Euler a, 1-4 steps, guidance 0, 512²); Trailing (start at t=999): our choice",
-        hub_repo="stabilityai/sdxl-turbo",
-        hub_file="sd_xl_turbo_1.0_fp16.safetensors",
-        model_file="sd_xl_turbo_1.0_fp16.safetensors",
+        catalog_id="sdxl-turbo-fp16",
+        model_file=_local("sdxl-turbo-fp16"),
         note="a full checkpoint: load it as the model",
     ),
     # DMD2's 4-step timesteps 999, 749, 499, 249 are exactly the trailing grid.
@@ -368,14 +321,12 @@ PRESETS: tuple[HyperPreset, ...] = (
         id="dmd2",
         base="sdxl",
         title="DMD2 4-step",
-        lora_file="dmd2_sdxl_4step_lora.safetensors",
+        catalog_id="dmd2-sdxl-4step-lora",
         sampler="LCM",
         scheduler="Trailing",
         steps=4,
         steps_range=(1, 4),
         source="DMD2 model card (LCM scheduler, timesteps 999/749/499/249, guidance 0 = CFG 1)",
-        hub_repo="tianweiy/DMD2",
-        hub_file="dmd2_sdxl_4step_lora.safetensors",
     ),
     HyperPreset(
         id="house-fast",
@@ -495,105 +446,32 @@ def preset_with_sampler(preset: HyperPreset, choice_id: str) -> HyperPreset:
     )
 
 
-def schedule_label(name_or_label: str) -> str | None:
-    """The label of a known schedule given its name or label (case-insensitive), else None."""
-    wanted = name_or_label.strip().lower()
-    for name, label in KNOWN_SCHEDULES:
-        if wanted in (name.lower(), label.lower()):
-            return label
-    return None
-
-
-def sampler_name(name: str) -> str | None:
-    """The canonical spelling of a known sampler name (case-insensitive), else None."""
-    wanted = name.strip().lower()
-    return next((s for s in KNOWN_SAMPLERS if s.lower() == wanted), None)
-
-
-def base_from_model_version(version: str | None) -> str | None:
-    """``ss_base_model_version`` (kohya) → "sdxl" / "sd15" / "sd2" / None."""
-    if not version:
-        return None
-    v = str(version).lower()
-    if v.startswith("sdxl"):
-        return "sdxl"
-    if v.startswith("sd_v1") or v.startswith("sd1"):
-        return "sd15"
-    if v.startswith("sd_v2") or v.startswith("sd2"):
-        return "sd2"
-    if v.startswith("sd3"):
-        return "sd3"
-    return None
-
-
-class PresetMetadataError(ValueError):
-    """A LoRA's hypersd_* metadata is present but malformed."""
-
-
-METADATA_KEYS = (
-    "hypersd_steps", "hypersd_sampler", "hypersd_scheduler", "hypersd_cfg", "hypersd_gamma", "hypersd_base",
-    "hypersd_weight",
-)  # fmt: skip
-
-
-def _meta_number(metadata: Mapping[str, str], key: str, kind: type, lo: float, hi: float):
-    raw = metadata.get(key)
-    if raw is None or str(raw).strip() == "":
-        return None
-    try:
-        value = float(str(raw).strip())
-    except ValueError:
-        raise PresetMetadataError(f"Hyper-SD: LoRA metadata {key}={raw!r} is not a number") from None
-    if not math.isfinite(value) or not lo <= value <= hi:
-        raise PresetMetadataError(f"Hyper-SD: LoRA metadata {key}={raw!r} is outside {lo}…{hi}")
-    if kind is int:
-        if value != int(value):
-            raise PresetMetadataError(f"Hyper-SD: LoRA metadata {key}={raw!r} must be a whole number")
-        return int(value)
-    return value
+def catalog_entries(preset_id: str, base: str | None = None) -> tuple[CatalogEntry, ...]:
+    """The catalog files a preset uses, optionally only those for one base model ("sd15" / "sdxl")."""
+    rows = (r for r in rows_for(preset_id) if r.catalog_id and (base is None or r.base in (base, "any")))
+    return tuple(dict.fromkeys(r.catalog_entry for r in rows))
 
 
 def preset_from_metadata(metadata: Mapping[str, str] | None, lora_file: str | None = None) -> HyperPreset | None:
-    """The "distilled" preset filled from a LoRA's ``hypersd_*`` metadata (contract: module docstring).
+    """The "distilled" preset filled from a LoRA's ``hypersd_*`` metadata (:func:`hypersd.lora_metadata.read_recipe`).
 
-    None when the metadata carries no ``hypersd_*`` key.  ``lora_file`` (the file's name) is recorded
-    in the row.  Raises :class:`PresetMetadataError` for malformed values.
+    None when the metadata carries no recipe.  ``lora_file`` (the file's name) is recorded in the row.  Raises
+    :class:`~hypersd.lora_metadata.PresetMetadataError` for malformed values.
     """
-    if not metadata or not any(k in metadata for k in METADATA_KEYS):
+    recipe = read_recipe(metadata)
+    if recipe is None:
         return None
     template = rows_for("distilled")[0]
-    steps = _meta_number(metadata, "hypersd_steps", int, 1, 100)
-    if steps is None:
-        raise PresetMetadataError("Hyper-SD: LoRA metadata has hypersd_* keys but no hypersd_steps")
-    sampler = template.sampler
-    if metadata.get("hypersd_sampler"):
-        sampler = sampler_name(str(metadata["hypersd_sampler"]))
-        if sampler is None:
-            raise PresetMetadataError(
-                f"Hyper-SD: LoRA metadata hypersd_sampler={metadata['hypersd_sampler']!r} is not a known sampler"
-            )
-    scheduler = "TCD" if sampler == "TCD" else "Trailing"
-    if metadata.get("hypersd_scheduler"):
-        scheduler = schedule_label(str(metadata["hypersd_scheduler"]))
-        if scheduler is None:
-            raise PresetMetadataError(
-                f"Hyper-SD: LoRA metadata hypersd_scheduler={metadata['hypersd_scheduler']!r} is not a known schedule"
-            )
-    cfg = _meta_number(metadata, "hypersd_cfg", float, 0.0, 30.0)
-    gamma = _meta_number(metadata, "hypersd_gamma", float, 0.0, 1.0)
-    weight = _meta_number(metadata, "hypersd_weight", float, 0.0, 2.0)
-    base = str(metadata.get("hypersd_base", "")).strip().lower() or None
-    if base is not None and base not in BASES:
-        raise PresetMetadataError(f"Hyper-SD: LoRA metadata hypersd_base={base!r} must be one of {', '.join(BASES)}")
-    base = base or base_from_model_version(metadata.get("ss_base_model_version")) or "any"
-    cfg = 1.0 if cfg is None else max(cfg, 1.0)  # WebUI's CFG 1 is "no guidance"; 0 in diffusers terms
-    weight = template.weight if weight is None else weight
+    steps, base = recipe.steps, recipe.base or "any"
+    cfg = 1.0 if recipe.cfg is None else max(recipe.cfg, 1.0)  # WebUI's CFG 1 is "no guidance"; 0 in diffusers terms
+    weight = template.weight if recipe.weight is None else recipe.weight
+    gamma = template.gamma if recipe.gamma is None else recipe.gamma
     return dataclasses.replace(
         template,
         base=base,
         lora_file=lora_file,
-        sampler=sampler,
-        scheduler=scheduler,
+        sampler=recipe.sampler,
+        scheduler=recipe.scheduler,
         steps=steps,
         steps_range=(steps, steps),
         cfg=cfg,
@@ -601,7 +479,7 @@ def preset_from_metadata(metadata: Mapping[str, str] | None, lora_file: str | No
         uses_cfg=cfg > 2.0,
         weight=weight,
         weight_range=(min(template.weight_range[0], weight), max(template.weight_range[1], weight)),
-        gamma=(template.gamma if gamma is None else gamma) if sampler == "TCD" else None,
+        gamma=gamma if recipe.sampler == TCD_SAMPLER else None,
         size=NATIVE_SIZE.get(base, (0, 0)),
         hires_steps=steps,
         source="the LoRA's hypersd_* metadata (written by the training engine)",

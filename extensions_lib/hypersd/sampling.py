@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 import torch
 
+from hypersd.sampler_names import TCD_DEFAULT_GAMMA
+
 NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -99,7 +101,7 @@ def sample_tcd(
     extra_args: dict | None = None,
     callback: Callable[[dict], None] | None = None,
     disable: bool | None = None,
-    eta: float = 0.3,
+    eta: float = TCD_DEFAULT_GAMMA,
     noise_sampler: NoiseSampler | None = None,
     schedule: DiscreteSchedule | None = None,
 ) -> torch.Tensor:

@@ -5,5 +5,5 @@ Public entry points:
 * :func:`hypersd.distill.engine.run_distillation` (``DistillConfig`` → stage LoRAs + final LoRA)
 * :func:`hypersd.distill.cli.main` (``python -m hypersd distill``)
 * :func:`hypersd.distill.lora.webui_module_name`, :func:`hypersd.distill.lora.diffusers_to_ldm_module`
-* :func:`hypersd.distill.export.lora_metadata`
+* :func:`hypersd.lora_metadata.lora_metadata`
 """

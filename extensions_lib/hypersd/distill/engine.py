@@ -19,13 +19,14 @@ from typing import Any
 import torch
 
 from hypersd import tscd
+from hypersd.lora_metadata import lora_metadata
 from hypersd.schedules import alphas_cumprod
 
 from . import checkpoint as ckpt
 from .cache import CachedData, build_cache, vae_factor
 from .config import DMD, DistillConfig
 from .data import discover_dataset, validate_images
-from .export import ExportError, check_keys_map_in_webui, export_lora, lora_metadata
+from .export import ExportError, check_keys_map_in_webui, export_lora
 from .lora import add_lora, kohya_module_key, lora_parameters
 from .models import load_model
 from .progress_bar import ProgressBar
@@ -362,7 +363,7 @@ def _export(
         steps_trained=state.global_step, recommended_steps=settings.get("steps", info.recommended_steps),
         gamma=settings.get("gamma", cfg.recommended_gamma if info.gamma is None else info.gamma),
         sampler=settings.get("sampler"), scheduler=settings.get("scheduler"), cfg_scale=settings.get("cfg"),
-        extra={"hypersd_kind": info.kind, **({"hypersd_measured": "1"} if measured else {})},
+        kind=info.kind, measured=bool(measured),
     )  # fmt: skip
     export_lora(path, weights, base=run.base, unet_config=state.unet.config, metadata=meta, alpha=cfg.alpha)
     run.log({"event": "export", "path": str(path), "stages": [int(s) if s.isdigit() else s for s in done]})

@@ -1,4 +1,4 @@
-"""Kohya-format LoRA files with ss_* and hypersd_* metadata, written atomically and checked against WebUI's rules."""
+"""Kohya-format LoRA files (metadata from :mod:`hypersd.lora_metadata`), written atomically and checked against WebUI's rules."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from .lora import diffusers_to_ldm_module, kohya_state_dict, webui_module_name
+from hypersd.lora_metadata import with_measured
 
-BASE_MODEL_VERSION = {"sd15": "sd_v1", "sdxl": "sdxl_base_v1-0"}
+from .lora import diffusers_to_ldm_module, kohya_state_dict, webui_module_name
 
 
 class ExportError(RuntimeError):
@@ -48,45 +48,6 @@ def atomic_write(path: str | pathlib.Path, write: Any) -> None:
 def _remove_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.remove(path)
-
-
-def lora_metadata(
-    *,
-    base: str,
-    output_name: str,
-    rank: int,
-    alpha: float,
-    stages: list[int],
-    steps_trained: int,
-    recommended_steps: int,
-    gamma: float,
-    sampler: str | None = None,
-    scheduler: str | None = None,
-    cfg_scale: float | None = None,
-    extra: dict[str, str] | None = None,
-) -> dict[str, str]:
-    """The ss_* keys WebUI and kohya tools show, plus our hypersd_* keys (the preset code reads exactly these)."""
-    from hypersd import __version__
-
-    meta = {
-        "ss_base_model_version": BASE_MODEL_VERSION[base],
-        "ss_network_module": "networks.lora",
-        "ss_network_dim": str(int(rank)),
-        "ss_network_alpha": f"{float(alpha):g}",
-        "ss_output_name": output_name,
-        "hypersd_version": __version__,
-        "hypersd_base": base,
-        "hypersd_stages": ",".join(str(k) for k in stages),
-        "hypersd_steps_trained": str(int(steps_trained)),
-        "hypersd_steps": str(int(recommended_steps)),
-        "hypersd_sampler": sampler or "TCD",
-        "hypersd_scheduler": scheduler or "Trailing",
-        "hypersd_cfg": f"{float(1.0 if cfg_scale is None else cfg_scale):g}",
-        "hypersd_gamma": f"{float(gamma):g}",
-        "hypersd_weight": "1.0",
-    }
-    meta.update(extra or {})
-    return {k: str(v) for k, v in meta.items()}
 
 
 def check_keys_map_in_webui(keys: list[str], base: str, unet_config: Any, modules: list[str]) -> None:
@@ -143,12 +104,6 @@ def update_metadata(path: str | pathlib.Path, measured: dict[str, Any]) -> dict[
     with safe_open(str(path), framework="pt") as handle:
         meta = dict(handle.metadata() or {})
     tensors = load_file(str(path))
-    keys = {"steps": "hypersd_steps", "sampler": "hypersd_sampler", "scheduler": "hypersd_scheduler",
-            "cfg": "hypersd_cfg", "gamma": "hypersd_gamma"}  # fmt: skip
-    for field_name, key in keys.items():
-        if measured.get(field_name) is not None:
-            value = measured[field_name]
-            meta[key] = f"{value:g}" if isinstance(value, float) else str(value)
-    meta["hypersd_measured"] = "1"
+    meta = with_measured(meta, measured)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
     return meta

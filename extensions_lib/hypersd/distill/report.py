@@ -30,6 +30,7 @@ import torch
 from hypersd import tscd
 from hypersd.compare import sample_euler, sample_lcm
 from hypersd.denoiser import EpsDenoiser
+from hypersd.sampler_names import TCD_SAMPLER, TRAILING
 from hypersd.sampling import sample_tcd
 from hypersd.schedules import timesteps_to_sigmas, trailing_timesteps
 from hypersd.train import layout
@@ -55,7 +56,7 @@ class Setting:
         return f"{self.sampler}{gamma}, CFG {self.cfg:g}"
 
     def metadata(self, steps: int) -> dict[str, Any]:
-        meta = {"steps": steps, "sampler": self.sampler, "scheduler": "Trailing", "cfg": self.cfg}
+        meta = {"steps": steps, "sampler": self.sampler, "scheduler": TRAILING.label, "cfg": self.cfg}
         if self.gamma is not None:
             meta["gamma"] = self.gamma
         return meta
@@ -63,9 +64,9 @@ class Setting:
 
 def settings_for(level: str) -> list[Setting]:
     if level == "full":
-        samplers = [("TCD", g) for g in (0.0, 0.3, 0.5, 1.0)] + [("LCM", None), ("Euler", None)]
+        samplers = [(TCD_SAMPLER, g) for g in (0.0, 0.3, 0.5, 1.0)] + [("LCM", None), ("Euler", None)]
         return [Setting(s, g, c) for c in (1.0, 1.5, 2.0) for s, g in samplers]
-    return [Setting("TCD", g, 1.0) for g in (0.0, 0.3, 1.0)]
+    return [Setting(TCD_SAMPLER, g, 1.0) for g in (0.0, 0.3, 1.0)]
 
 
 class Evaluator:
@@ -133,7 +134,7 @@ class Evaluator:
             def noise_sampler(_s: Any, _n: Any, like: torch.Tensor = x, g: torch.Generator = gen) -> torch.Tensor:
                 return torch.randn(like.shape, generator=g).to(like.device)
 
-            if setting.sampler == "TCD":
+            if setting.sampler == TCD_SAMPLER:
                 x = sample_tcd(model, x, sigmas, eta=setting.gamma, noise_sampler=noise_sampler, schedule=model)
             elif setting.sampler == "LCM":
                 x = sample_lcm(model, x, sigmas, noise_sampler)

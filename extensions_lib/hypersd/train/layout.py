@@ -43,6 +43,16 @@ def stage_lora(output_dir: pathlib.Path, name: str, k: int | str) -> pathlib.Pat
     return output_dir / f"{name}-{stage_suffix(k)}.safetensors"
 
 
+def is_stage_lora_name(stem: str) -> bool:
+    """True for the name (without extension) :func:`stage_lora` gives a stage's LoRA: ``house-8step``,
+    ``house-unified``, ``house-feedback``; the run's final LoRA (``house``) is not one."""
+    name, dash, suffix = stem.rpartition("-")
+    if not (name and dash):
+        return False
+    number = suffix.removesuffix("step")
+    return (number.isdigit() and stage_suffix(int(number)) == suffix) or suffix in NAMED_STAGE_SUFFIX.values()
+
+
 def report_html(run: pathlib.Path) -> pathlib.Path:
     return run / "report.html"
 

@@ -14,7 +14,7 @@ from typing import Any
 from hypersd import loratags
 from hypersd.infotext import read_infotext
 from hypersd.plan import fit_size
-from hypersd.presets import NATIVE_SIZE
+from hypersd.presets import NATIVE_SIZE, PRESET_IDS, get_preset, rows_for
 from hypersd.settings import FIELD_NAMES, HyperSettings, HyperSettingsError
 
 #: The outputs of a preset button, in order (the prompt box follows when the tab has one, then the status line).
@@ -53,10 +53,18 @@ def _dimension(name: str, value: Any) -> int:
     return int(value)
 
 
-def native_size(base: str | None, width: Any, height: Any) -> list[int]:
-    """ "Set the native size": the tab's aspect ratio at the loaded model type's native pixel count."""
+def native_size(base: str | None, width: Any, height: Any, preset_id: Any = None) -> list[int]:
+    """ "Set the native size": the tab's aspect ratio at the selected preset's native pixel count (SDXL-Turbo:
+    512² on an SDXL model); the loaded model type's when the preset has no row for it (the plan refuses that)."""
     w, h = _dimension("width", width), _dimension("height", height)
-    return list(fit_size(w, h, NATIVE_SIZE.get(base or "sd15", (512, 512))))
+    native = NATIVE_SIZE.get(base or "sd15", NATIVE_SIZE["sd15"])
+    if preset_id is not None:
+        if preset_id not in PRESET_IDS:
+            raise HyperSettingsError(f"Hyper-SD: unknown preset {preset_id!r:.60}; pick one of the accordion's presets")
+        rows = {row.base: row for row in rows_for(preset_id)}
+        row = rows.get(base or "sd15") or rows.get("any")  # none for this model type: the status line says so
+        native = get_preset(preset_id, base or "sd15").size if row else native
+    return list(fit_size(w, h, native))
 
 
 def pasted_values(params: Any) -> dict[str, Any]:

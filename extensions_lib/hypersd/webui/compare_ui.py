@@ -17,7 +17,7 @@ from typing import Any
 from modules import processing, shared
 from modules.call_queue import queue_lock
 
-from hypersd.plan import HyperPlanError, apply_plan
+from hypersd.plan_apply import HyperPlanError, apply_plan
 from hypersd.settings import HyperSettings
 from hypersd.webui import cfg1
 from hypersd.webui.compare_fields import MAIN_FIELDS  # noqa: F401

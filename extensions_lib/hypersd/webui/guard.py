@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from hypersd.plan import HyperPlanError
+from hypersd.plan_apply import HyperPlanError
 from hypersd.settings import HyperSettingsError
 from hypersd.train.controller import JobError
 from hypersd.train.form import FormError

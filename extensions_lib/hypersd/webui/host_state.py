@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from hypersd.plan import LoraInfo
+from hypersd.loras import LoraInfo
 
 
 def model_base(sd_model: Any) -> str | None:

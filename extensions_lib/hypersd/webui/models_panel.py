@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from hypersd import models_view
-from hypersd.download import DownloadManager, JobSnapshot
+from hypersd.download import DownloadManager
+from hypersd.download_job import JobSnapshot
 from hypersd.filehash import HashCache
 from hypersd.webui.guard import guarded
 

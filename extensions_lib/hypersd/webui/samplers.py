@@ -22,14 +22,15 @@ from types import SimpleNamespace
 from typing import Any
 
 from hypersd import schedules
+from hypersd.sampler_names import HYPER_1STEP, TCD_DEFAULT_GAMMA, TCD_SAMPLER, TCD_SCHEDULE, TRAILING
 from hypersd.sampling import sample_tcd
 from hypersd.webui.host import HostChanges
 
-TCD_SAMPLER_NAME = "TCD"
+TCD_SAMPLER_NAME = TCD_SAMPLER
 TCD_SAMPLER_ALIASES = ["k_tcd", "hypersd_tcd"]
 GAMMA_OPTION = "hypersd_tcd_gamma"
 GAMMA_INFOTEXT = "TCD gamma"
-GAMMA_DEFAULT = 0.3
+GAMMA_DEFAULT = TCD_DEFAULT_GAMMA
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,12 +43,15 @@ class ScheduleSpec:
 
 SCHEDULES = (
     ScheduleSpec(
-        "trailing", "Trailing", lambda n, T: schedules.trailing_timesteps(n, train_steps=T), ("trailing_spacing",)
+        TRAILING.name,
+        TRAILING.label,
+        lambda n, T: schedules.trailing_timesteps(n, train_steps=T),
+        ("trailing_spacing",),
     ),
-    ScheduleSpec("tcd", "TCD", lambda n, T: schedules.tcd_timesteps(min(n, 50), train_steps=T)),
     ScheduleSpec(
-        "hyper_1step", "Hyper 1-step (t=800)", lambda n, T: schedules.hyper_1step_timesteps(n), ("hyper1step",)
+        TCD_SCHEDULE.name, TCD_SCHEDULE.label, lambda n, T: schedules.tcd_timesteps(min(n, 50), train_steps=T)
     ),
+    ScheduleSpec(HYPER_1STEP.name, HYPER_1STEP.label, lambda n, T: schedules.hyper_1step_timesteps(n), ("hyper1step",)),
 )
 
 
@@ -134,7 +138,7 @@ def register_tcd_sampler(host) -> Any:
     sd_samplers = host.sd_samplers
     cls = make_tcd_sampler_class(host.sd_samplers_kdiffusion.KDiffusionSampler)
     data = host.sd_samplers_common.SamplerData(
-        TCD_SAMPLER_NAME, lambda model: cls(model), list(TCD_SAMPLER_ALIASES), {"scheduler": "tcd"}
+        TCD_SAMPLER_NAME, lambda model: cls(model), list(TCD_SAMPLER_ALIASES), {"scheduler": TCD_SCHEDULE.name}
     )
     # A stale entry (an earlier load whose unload callback never ran) is replaced, not duplicated.
     sd_samplers.all_samplers[:] = [s for s in sd_samplers.all_samplers if s.name != TCD_SAMPLER_NAME]

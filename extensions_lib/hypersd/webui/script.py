@@ -17,7 +17,10 @@ from modules.infotext_utils import PasteField
 from modules.ui_components import InputAccordion
 
 from hypersd.infotext import INFOTEXT_KEY
-from hypersd.plan import CurrentValues, HyperPlanError, apply_plan, has_hypersd_metadata, make_plan
+from hypersd.lora_metadata import has_hypersd_metadata
+from hypersd.loras import LoraLookup
+from hypersd.plan import CurrentValues, make_plan
+from hypersd.plan_apply import HyperPlanError, apply_plan
 from hypersd.presets import PRESET_IDS, SAMPLER_CHOICES, preset_titles, presets_by_group
 from hypersd.settings import FIELD_NAMES, FIELDS, HyperSettings, HyperSettingsError
 from hypersd.webui import accordion_events, cfg1, host_state, models_panel
@@ -65,42 +68,30 @@ def current_values(p: Any) -> CurrentValues:
     )
 
 
+def lora_lookup() -> LoraLookup:
+    """The LoRAs WebUI lists; a missing one is looked for once more in a fresh listing (a file copied in since WebUI
+    listed the folder) and, for catalog files, by sha256 under any name (size-matched candidates, hashes cached)."""
+    return LoraLookup(
+        host_state.available_loras(),
+        refresh=lambda: host_state.available_loras(refresh=True),
+        recognise=_present_copy,
+    )
+
+
+def _present_copy(entry):
+    try:
+        return models_panel.get_manager().find_present(entry)
+    except Exception:  # noqa: BLE001 - recognition by hash is a bonus; the missing-file refusal still stands
+        log.exception("Hyper-SD: could not look for %s by hash", entry.local_filename)
+        return None
+
+
 def plan_for(p: Any, settings: HyperSettings):
+    """The job's plan, made once."""
     base = host_state.model_base(shared.sd_model)
     prompts = list(getattr(p, "all_prompts", None) or [p.prompt])
     hr_prompts = list(getattr(p, "all_hr_prompts", None) or [])
-    current = current_values(p)
-    loras = host_state.available_loras()
-    plan = make_plan(settings, base, loras, prompts, current, hr_prompts=hr_prompts)
-    if any("not in your Lora folder" in e for e in plan.errors):
-        # A file copied in since WebUI listed the folder, or the right bytes under another name: look again
-        # once, recognising the preset's catalog files by sha256 (size-matched candidates only, hashes cached).
-        loras = host_state.available_loras(refresh=True)
-        loras, known = _recognise_by_hash(settings.preset, base, loras)
-        plan = make_plan(settings, base, loras, prompts, current, hr_prompts, known_hashes=known)
-    return plan
-
-
-def _recognise_by_hash(preset_id: str, base: str | None, loras: dict):
-    import dataclasses
-    import os
-
-    from hypersd.catalog import entries_for_preset
-
-    known: dict[str, list[str]] = {}
-    try:
-        manager = models_panel.get_manager()
-        for entry in entries_for_preset(preset_id, base):
-            if entry.kind != "lora" or not entry.sha256:
-                continue
-            known[entry.local_filename] = [entry.sha256]
-            path = manager.find_present(entry)
-            stem = os.path.splitext(os.path.basename(str(path)))[0] if path else None
-            if stem in loras:
-                loras[stem] = dataclasses.replace(loras[stem], sha256=entry.sha256)
-    except Exception:  # noqa: BLE001 - recognition by hash is a bonus; the missing-file message still stands
-        log.exception("Hyper-SD: could not look for the LoRA by hash")
-    return loras, known
+    return make_plan(settings, base, lora_lookup(), prompts, current_values(p), hr_prompts=hr_prompts)
 
 
 def status_html(plan) -> str:
@@ -152,6 +143,9 @@ class HyperSDScript(scripts.Script):
         super().__init__()
         self.prompt_box = None
         self.size_boxes: dict[str, Any] = {}
+        self.fix_size = None  # "Set the native size", wired once the tab's width and height boxes exist
+        self.preset_box = None
+        self.native_size_wired = False
         self.main: dict[str, Any] = {}
 
     def title(self):
@@ -173,6 +167,7 @@ class HyperSDScript(scripts.Script):
             self.prompt_box = component
         elif elem_id in (f"{tab}_width", f"{tab}_height"):
             self.size_boxes[elem_id.rsplit("_", 1)[1]] = component
+            self._wire_native_size()
 
     def ui(self, is_img2img):
         defaults = HyperSettings().to_ui_values()
@@ -201,7 +196,7 @@ class HyperSDScript(scripts.Script):
             with gr.Row():
                 for spec in FIELDS[7:]:
                     inputs[spec.name] = _component(spec, is_img2img, self.elem_id(spec.name))
-                fix_size = gr.Button("Set the native size", size="sm", elem_id=self.elem_id("fix_size"))
+                fix_size = gr.Button("Set the native size", size="sm", visible=False, elem_id=self.elem_id("fix_size"))
             compare_parts = None
             if not is_img2img:
                 with gr.Row():
@@ -219,7 +214,9 @@ class HyperSDScript(scripts.Script):
         self._wire_buttons(buttons, components, status)
         if compare_parts is not None:
             self._wire_compare(components, *compare_parts)
-        self._wire_status(components, status, fix_size)
+        self._wire_status(components, status)
+        self.fix_size, self.preset_box = fix_size, components[FIELD_NAMES.index("preset")]
+        self._wire_native_size()
         self.infotext_fields = [
             PasteField(comp, _paste_reader(spec.name, comp), api=None)
             for comp, spec in zip(components, FIELDS, strict=True)
@@ -244,7 +241,7 @@ class HyperSDScript(scripts.Script):
                             render=error_status_html)  # fmt: skip
             btn.click(fn=guard, inputs=extra_in, outputs=outputs, show_progress=False)
 
-    def _wire_status(self, components, status, fix_size):
+    def _wire_status(self, components, status):
         def refresh(*values):
             return preview_status(settings_from_args(values))
 
@@ -252,16 +249,19 @@ class HyperSDScript(scripts.Script):
         for component in components:
             component.change(fn=refresh, inputs=components, outputs=[status], show_progress=False)
 
-        if "width" in self.size_boxes and "height" in self.size_boxes:
-            width, height = self.size_boxes["width"], self.size_boxes["height"]
+    def _wire_native_size(self):
+        """Wire "Set the native size" once both the button and the tab's size boxes exist: WebUI v1.10.1 builds the
+        width and height boxes after the accordions (``ui_reorder_list``), so usually from ``after_component``."""
+        if self.fix_size is None or self.native_size_wired or set(self.size_boxes) < {"width", "height"}:
+            return
 
-            def native_size(w, h):
-                return accordion_events.native_size(host_state.model_base(shared.sd_model), w, h)
+        def native_size(w, h, preset_id):
+            return accordion_events.native_size(host_state.model_base(shared.sd_model), w, h, preset_id)
 
-            fix_size.click(fn=guarded(native_size, "Set the native size", message_at=None), inputs=[width, height],
-                           outputs=[width, height])  # fmt: skip
-        else:
-            fix_size.visible = False
+        width, height = self.size_boxes["width"], self.size_boxes["height"]
+        self.fix_size.click(fn=guarded(native_size, "Set the native size", message_at=None),
+                            inputs=[width, height, self.preset_box], outputs=[width, height])  # fmt: skip
+        self.fix_size.visible = self.native_size_wired = True
 
     def _wire_compare(self, components, button, info, gallery):
         names = [n for n in MAIN_FIELDS if n in self.main]

@@ -25,6 +25,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from hypersd.catalog import CATALOG, CatalogEntry
+from hypersd.presets import get_preset
 
 log = logging.getLogger("hypersd")
 
@@ -40,7 +41,8 @@ SDXL_NEEDED = (
 
 
 def unet_entry(catalog=CATALOG) -> CatalogEntry:
-    return next(entry for entry in catalog if entry.kind == "unet" and PRESET_ID in entry.presets)
+    wanted = get_preset(PRESET_ID, "sdxl").catalog_id
+    return next(entry for entry in catalog if entry.id == wanted)
 
 
 def reset_lora_backups(unet: Any, networks: Any | None = None) -> int:

@@ -162,19 +162,18 @@ def baseline_step(state: TrainerState):
     return step
 
 
-def stage_for(name: str, state: TrainerState):
+def stage_for(name: str, state: TrainerState, made: dict):
+    """The stage ``name``; feedback's regulariser is the dmd stage already made (one fake-score adapter), as in the
+    engine."""
+    from hypersd.distill.stage_dmd import DMDStage
+    from hypersd.distill.stage_feedback import FeedbackStage
     from hypersd.distill.stage_tscd import TSCDStage
 
     if name == "tscd":
         return TSCDStage(1, state.cfg)
     if name == "dmd":
-        from hypersd.distill.stage_dmd import DMDStage
-
-        return DMDStage(state.cfg)
-    from hypersd.distill.stage_dmd import DMDStage
-    from hypersd.distill.stage_feedback import FeedbackStage
-
-    return FeedbackStage(state.cfg, DMDStage(state.cfg))
+        return made.setdefault("dmd", DMDStage(state.cfg))
+    return FeedbackStage(state.cfg, made.setdefault("dmd", DMDStage(state.cfg)))
 
 
 def run(base: str, args) -> dict:
@@ -184,8 +183,9 @@ def run(base: str, args) -> dict:
     result["unet_params_M"] = round(sum(p.numel() for p in state.unet.parameters() if not p.requires_grad) / 1e6, 1)
     base_sps, base_mem = measure(baseline_step(state), args.warmup, args.steps, args.batch, args.device)
     result.update(baseline_samples_per_s=round(base_sps, 3), peak_mem_gib_baseline=round(base_mem, 2))
+    made: dict = {}
     for name in args.stages.split(","):
-        stage = stage_for(name, state)
+        stage = stage_for(name, state, made)
         stage.ensure_prepared(state)
         sps, mem = measure(
             lambda stage=stage: train_step(state, stage), args.warmup, args.steps, args.batch, args.device

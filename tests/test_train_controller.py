@@ -79,6 +79,17 @@ def _wait_for(predicate, timeout=180.0):
 # ------------------------------------------------------------------------------------------------ pure parts
 
 
+@pytest.mark.parametrize(
+    ("state", "phase", "shown"),
+    [("running", "starting", "Starting the training process…"), ("running", "caching", "Starting the training process…"),
+     ("running", "training", "Training…"), ("running", "preparing", "Training…"), ("running", "reporting", "Training…"),
+     ("stopping", "training", "Starting the training process…")],
+)  # fmt: skip
+def test_the_launch_message_gives_way_once_the_engine_is_past_loading(state, phase, shown):
+    assert ctl.shown_message(state, phase, "Starting the training process…") == shown
+    assert ctl.shown_message("running", phase, "Stopping after this step…") == "Stopping after this step…"
+
+
 def test_parse_gpus():
     assert parse_gpus("") == (1, None)
     assert parse_gpus("1") == (1, None)

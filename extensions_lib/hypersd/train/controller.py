@@ -54,6 +54,14 @@ from hypersd.train.job_launch import (  # noqa: F401  (re-exported: the controll
 from hypersd.train.progress import LogFollower, TrainProgress
 
 
+def shown_message(state: str, phase: str, message: str) -> str:
+    """The job's line: its launch message ("Starting the training process…") gives way to "Training…" once the
+    engine is past loading and caching (training, preparing a stage, measuring the report)."""
+    if state == "running" and phase not in ("starting", "caching") and message in LAUNCH_MESSAGES:
+        return "Training…"
+    return message
+
+
 class Hooks:
     """What the host does around a job. ``before`` may block (e.g. wait for the host's queue); ``after`` runs
     whenever ``before`` returned, also after errors. Both return a message for the user (or None)."""
@@ -116,9 +124,7 @@ class Job:
 
     def status(self) -> JobStatus:
         progress = self.follower.poll()
-        message = self.message
-        if self.state == "running" and progress.phase == "training" and message in LAUNCH_MESSAGES:
-            message = "Training…"
+        message = shown_message(self.state, progress.phase, self.message)
         return JobStatus(
             state=self.state,
             out=self.request.out,

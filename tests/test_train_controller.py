@@ -22,8 +22,8 @@ from hypersd.train.controller import (  # noqa: E402
     TrainRequest,
     build_command,
     find_resumable,
-    parse_gpus,
 )
+from hypersd.train.job_launch import parse_gpus  # noqa: E402
 
 TINY = {"stages": [2, 1], "resolution": 64, "batch_size": 2, "rank": 4, "synth_steps": 2, "checkpoint_every": 1000,
         "sample_prompts": ["a red square"]}  # fmt: skip

@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hypersd.train import layout
-from hypersd.train.job_launch import (  # noqa: F401  (re-exported: the controller's public names)
-    _REQUEST_FIELDS,
+from hypersd.train.job_launch import (
     EXIT_BAD_ARGS,
     EXIT_DONE,
     EXIT_ERROR,
@@ -45,9 +44,7 @@ from hypersd.train.job_launch import (  # noqa: F401  (re-exported: the controll
     build_command,
     child_environment,
     engine_config,
-    free_port,
     kill_tree,
-    parse_gpus,
     pid_alive,
     tail,
 )

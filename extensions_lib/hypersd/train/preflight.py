@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hypersd.train import layout
-from hypersd.train.controller import JobError, JobFiles, TrainRequest, child_environment, parse_gpus
 from hypersd.train.estimate import check_disk, disk_needed
 from hypersd.train.form import valid_output_name
+from hypersd.train.job_launch import JobError, JobFiles, TrainRequest, child_environment, parse_gpus
 from hypersd.train.preview import DatasetReport, dataset_report
 
 #: What ``python -m hypersd distill`` imports; checked in a subprocess with the same interpreter and path.

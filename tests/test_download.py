@@ -108,7 +108,7 @@ def test_success_through_a_cdn_redirect(tmp_path, hub):
     entry = make_entry("ok", data)
     hub.add_file(REPO, entry.filename, data, redirect=True)
     h = Harness(tmp_path, hub, [entry])
-    assert h.manager.status("ok") == MISSING
+    assert h.manager.inspect("ok").status == MISSING
     snap = h.run("ok")
     assert snap.state == DONE, snap.message
     final = h.lora_dir / entry.local_filename
@@ -119,7 +119,7 @@ def test_success_through_a_cdn_redirect(tmp_path, hub):
     assert f"/cdn/{sha(data)}" in [r.path for r in body_gets(hub, entry.filename)]
     states = [e.state for e in h.events]
     assert states[0] == "queued" and states[-1] == DONE and "downloading" in states and "verifying" in states
-    assert h.manager.status("ok") == PRESENT and h.manager.inspect("ok").message == "verified"
+    assert h.manager.inspect("ok").status == PRESENT and h.manager.inspect("ok").message == "verified"
 
 
 def test_cancel_stops_at_once_and_the_next_start_resumes_with_range(tmp_path, hub):
@@ -292,7 +292,7 @@ def test_double_start_runs_one_download(tmp_path, hub):
     for click in clicks:
         click.join()
     assert len({id(job) for job in jobs}) == 1
-    assert h.manager.status("twice", deep=False) == "downloading"
+    assert h.manager.inspect("twice", deep=False).status == "downloading"
     assert jobs[0].wait(WAIT) and jobs[0].state == DONE
     assert len(body_gets(hub, entry.filename)) == 1
 
@@ -321,11 +321,11 @@ def test_corrupt_status_by_hash_and_replaced_by_a_verified_download(tmp_path, hu
     h.lora_dir.mkdir(parents=True)
     final = h.lora_dir / entry.local_filename
     final.write_bytes(os.urandom(len(data)))  # same size, other bytes
-    assert h.manager.status("corrupt", deep=False) == PRESENT  # not hashed yet
-    assert h.manager.status("corrupt") == CORRUPT
-    assert h.manager.status("corrupt", deep=False) == CORRUPT  # now cached
+    assert h.manager.inspect("corrupt", deep=False).status == PRESENT  # not hashed yet
+    assert h.manager.inspect("corrupt").status == CORRUPT
+    assert h.manager.inspect("corrupt", deep=False).status == CORRUPT  # now cached
     assert h.run("corrupt").state == DONE
-    assert final.read_bytes() == data and h.manager.status("corrupt") == PRESENT
+    assert final.read_bytes() == data and h.manager.inspect("corrupt").status == PRESENT
 
 
 def test_hf_endpoint_environment_variable_is_used(tmp_path, hub, monkeypatch):
@@ -438,7 +438,7 @@ def test_every_catalog_entry_downloads_from_a_hub_stand_in(tmp_path, hub):
     for job in jobs:
         assert job.wait(WAIT * 2) and job.state == DONE, job.snapshot().message
     for entry in entries:
-        assert (folders[entry.kind] / entry.local_filename).is_file() and manager.status(entry.id) == PRESENT
+        assert (folders[entry.kind] / entry.local_filename).is_file() and manager.inspect(entry.id).status == PRESENT
     assert len(list(folders["lora"].iterdir())) == sum(e.kind == "lora" for e in entries)
 
     # ...and each downloaded LoRA is the one its presets pick, as the accordion sees the Lora folder
@@ -460,7 +460,7 @@ def test_a_copy_under_the_hub_name_is_recognised_without_a_known_size(tmp_path, 
     (h.lora_dir / "tcd").mkdir(parents=True)
     (h.lora_dir / "pytorch_lora_weights.safetensors").write_bytes(b"another model's weights")  # hashed, rejected
     (h.lora_dir / "tcd" / "pytorch_lora_weights.safetensors").write_bytes(b"not searched: size unknown")
-    assert h.manager.status("tcd") == MISSING
+    assert h.manager.inspect("tcd").status == MISSING
     (h.lora_dir / "pytorch_lora_weights.safetensors").write_bytes(data)
     snap = h.run("tcd")
     assert snap.state == DONE and snap.path == str(h.lora_dir / "pytorch_lora_weights.safetensors")

@@ -1,26 +1,16 @@
-"""Downloads of the catalog's files through huggingface_hub's ``hf_hub_download``, verified before they are seen.
+"""Catalog files through huggingface_hub's ``hf_hub_download``, verified before they are seen.
 
-Flow of one download (:meth:`DownloadManager.start`, on a worker thread):
+A copy on disk under any name with the catalog's sha256 (:class:`~hypersd.model_files.ModelFolders`) ends a
+download without a request; offline mode or a full disk refuse it with the exact URL and folder.  Otherwise a child
+process (``python -m hypersd.download``, :func:`fetch`) reads the hub's metadata, refuses a changed upstream file
+before its body and has ``hf_hub_download`` fetch it into a staging folder beside WebUI's.  The Models tab's progress
+is the growing partial file; Cancel kills the child and keeps that file for resuming.  The parent hashes the file
+(:func:`~hypersd.download_verdict.verify_download`) and only then renames it into WebUI's folder.
 
-1. Look for the file first, under its local name or any name whose sha256 is the catalog's
-   (:class:`~hypersd.model_files.ModelFolders`).  Found → done, no request.  ``HF_HUB_OFFLINE`` → refused with
-   the exact URL and folder.
-2. Run :mod:`hypersd.hub_fetch` in a child process: huggingface_hub asks the hub for the file's metadata, then
-   (after our checks: a changed upstream file, free disk space) downloads it into the entry's staging folder
-   beside the target folder, resuming its own ``.incomplete`` file.  While it runs, the Models tab's progress is
-   the size of that growing file; Cancel terminates the child, and the partial file stays for the next start.
-3. Hash the file, verify it (:func:`verify_download`: the catalog's sha256, the hub's ``X-Linked-Etag``), then
-   ``os.replace`` it to its local name in WebUI's folder, so WebUI never lists a file that is wrong.
-
-What huggingface_hub does (endpoint ``HF_ENDPOINT``, ``HF_TOKEN`` or the stored login, proxies, redirects, the
-token kept off other hosts, resume with ``Range``, retries on a dropped stream, the ``.incomplete`` file and its
-rename) is not written here.  Not from huggingface_hub 0.36, and why:
-
-- Cancel: ``hf_hub_download`` has no way to stop it from another thread, hence the child process.
-- Xet storage is switched off in the child (``HF_HUB_DISABLE_XET``): with it, 0.36 writes no partial file we can
-  measure and resume the same way, and the plain HTTP path is the one this module's tests exercise.
-- Its timeouts are whole seconds (``HF_HUB_DOWNLOAD_TIMEOUT``) and a stalled stream is retried several times;
-  a stalled download fails only after those retries, or at once with Cancel.
+huggingface_hub does the rest: ``HF_ENDPOINT``, ``HF_TOKEN``, proxies, redirects, ``Range`` resume, retries, the
+``.incomplete`` file.  Not had from huggingface_hub 0.36, and why: Cancel (``hf_hub_download`` cannot be stopped
+from another thread, hence the child); Xet is off in the child (``HF_HUB_DISABLE_XET``: with Xet there is no partial
+file to measure and resume); its timeouts are whole seconds.
 """
 
 from __future__ import annotations
@@ -29,7 +19,6 @@ import contextlib
 import errno
 import json
 import os
-import queue
 import shutil
 import subprocess
 import sys
@@ -49,7 +38,7 @@ from hypersd.download_job import (
     JobSnapshot,
     human_bytes,
     progress_line,
-)  # fmt: skip
+)
 from hypersd.download_verdict import verify_download
 from hypersd.filehash import HashCache
 from hypersd.model_files import STATUS_DOWNLOADING, FileStatus, ModelFolders
@@ -58,6 +47,7 @@ DISK_MARGIN_BYTES = 64 * 1024 * 1024  # keep a little room so WebUI itself can s
 ERR_NETWORK, ERR_TIMEOUT, ERR_HTTP, ERR_HASH, ERR_WRITE, ERR_OFFLINE, ERR_CANCELLED, ERR_INTERNAL = (
     "network", "timeout", "http", "hash_mismatch", "write", "offline", "cancelled", "internal",
 )  # fmt: skip
+WRITE_ERRNOS = (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST)
 _LIB = str(Path(__file__).resolve().parents[1])  # extensions_lib, for the child's PYTHONPATH
 
 
@@ -157,10 +147,6 @@ class DownloadManager:
             return FileStatus(STATUS_DOWNLOADING, None, None, self.files.partial_bytes(entry), job.snapshot().message)
         return self.files.inspect(entry, deep=deep)
 
-    def status(self, entry: str | CatalogEntry, *, deep: bool = True) -> str:
-        """One of "present", "missing", "downloading", "corrupt" (details: :meth:`inspect`)."""
-        return self.inspect(entry, deep=deep).status
-
     # --- jobs
 
     def start(self, entry: str | CatalogEntry, *, allow_unverified: bool = False) -> DownloadJob:
@@ -187,11 +173,9 @@ class DownloadManager:
 
     def cancel(self, entry: str | CatalogEntry) -> bool:
         """Cancel a running job; True if there was one."""
-        job = self.job(entry)
-        if job is None or not job.active:
+        if (job := self.job(entry)) is None or not job.active:
             return False
-        job.cancel()
-        return True
+        return job.cancel() or True
 
     # --- the worker
 
@@ -224,18 +208,13 @@ class DownloadManager:
             finally:
                 self._slots.release()
         except _Failed as failure:
-            if failure.kind == ERR_CANCELLED:
-                message = (
-                    f"Hyper-SD: download of {entry.local_filename} cancelled; the partial file is kept for resuming."
-                )
-                self._set(job, clock, state=CANCELLED, error_kind=ERR_CANCELLED, message=message)
-            else:
-                self._set(job, clock, state=FAILED, error_kind=failure.kind, message=failure.message)
+            cancelled = failure.kind == ERR_CANCELLED
+            message = (f"Hyper-SD: download of {entry.local_filename} cancelled; the partial file is kept for "
+                       "resuming.") if cancelled else failure.message  # fmt: skip
+            self._set(job, clock, state=CANCELLED if cancelled else FAILED, error_kind=failure.kind, message=message)
         except Exception as error:  # noqa: BLE001 - never leave a job "downloading" forever
-            message = (
-                f"Hyper-SD: unexpected error downloading {entry.local_filename}: {error!r}. {self.manual_step(entry)}."
-            )
-            self._set(job, clock, state=FAILED, error_kind=ERR_INTERNAL, message=message)
+            self._set(job, clock, state=FAILED, error_kind=ERR_INTERNAL, message=f"Hyper-SD: unexpected error "
+                      f"downloading {entry.local_filename}: {error!r}. {self.manual_step(entry)}.")  # fmt: skip
         finally:
             job._finished.set()
 
@@ -259,70 +238,45 @@ class DownloadManager:
             staging.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise self._failure(entry, {"kind": "write", "errno": error.errno, "reason": str(error)}) from None
-        staged, hub_sha256 = self._fetch(job, clock, staging)
-        self._finish(job, clock, Path(staged), hub_sha256)
-        shutil.rmtree(staging.parent if len(os.listdir(staging.parent)) == 1 else staging, ignore_errors=True)
-
-    def _child(self, entry: CatalogEntry, staging: Path) -> subprocess.Popen:
-        args = {"repo": entry.repo, "filename": entry.filename, "revision": entry.revision, "local_dir": str(staging),
-                "endpoint": self.endpoint, "timeout": self.timeout}  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([_LIB, os.environ.get("PYTHONPATH", "")]),
-               "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-               "HF_HUB_ETAG_TIMEOUT": str(max(1, round(self.timeout))),
-               "HF_HUB_DOWNLOAD_TIMEOUT": str(max(1, round(self.timeout)))}  # fmt: skip
-        return subprocess.Popen([sys.executable, "-m", "hypersd.hub_fetch", json.dumps(args)], env=env, text=True,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
-
-    def _fetch(self, job: DownloadJob, clock: dict, staging: Path) -> tuple[str, str | None]:
-        """Run the child; returns (the downloaded file, the hub's sha256 or None).  Progress: the partial file."""
-        entry, child = job.entry, self._child(job.entry, staging)
-        events: queue.Queue = queue.Queue()
-        threading.Thread(target=lambda: [events.put(json.loads(x)) for x in child.stdout] + [events.put(None)],
-                         daemon=True).start()  # fmt: skip
-        hub_sha256, started, first = None, time.monotonic(), self.files.partial_bytes(entry)
-        try:
-            while True:
-                if job.cancel_requested:
-                    raise _Failed(ERR_CANCELLED, "")
-                try:
-                    event = events.get(timeout=self.progress_interval or 0.05)
-                except queue.Empty:
-                    done = self.files.partial_bytes(entry)
-                    speed = (done - first) / max(1e-6, time.monotonic() - started)
-                    self._set(job, clock, False, state=DOWNLOADING, bytes_done=done, speed_bps=speed)
-                    continue
-                if event is None or event["event"] in ("error", "stopped"):
-                    raise self._failure(entry, event or {"kind": "network", "reason": "the download process ended"})
-                if event["event"] == "done":
-                    return event["path"], hub_sha256
-                hub_sha256 = self._check_hub(entry, event, staging)
-                self._set(
-                    job, clock, state=DOWNLOADING, bytes_total=event.get("size") or entry.size, message="downloading"
-                )
-                child.stdin.write("go\n")
-                child.stdin.flush()
-        finally:
-            if child.poll() is None:
-                child.terminate()
-                try:
-                    child.wait(5)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-
-    def _check_hub(self, entry: CatalogEntry, metadata: dict, staging: Path) -> str | None:
-        """Before any byte of the body: the hub's file is the catalog's, and the disk has room for it."""
-        etag = str(metadata.get("etag") or "").strip('"').lower()
-        hub_sha256 = etag if is_sha256(etag) else None
-        if entry.hash_is_confirmed and hub_sha256 and hub_sha256 != entry.sha256:
-            raise _Failed(ERR_HASH, f"Hyper-SD: the hub now serves another {entry.local_filename} (its sha256 is "
-                          f"{hub_sha256}, the catalog expects {entry.sha256}); nothing was downloaded. "
-                          "The catalog is outdated: report it.")  # fmt: skip
-        needed = (metadata.get("size") or entry.size or 0) - self.files.partial_bytes(entry)
-        free = shutil.disk_usage(staging).free
+        needed, free = (entry.size or 0) - self.files.partial_bytes(entry), shutil.disk_usage(staging).free
         if needed > 0 and free < needed + DISK_MARGIN_BYTES:
             reason = f"{human_bytes(needed)} needed, {human_bytes(free)} free in {staging.parent}"
             raise self._failure(entry, {"kind": "write", "errno": errno.ENOSPC, "reason": reason})
-        return hub_sha256
+        result = self._fetch(job, clock, staging)
+        self._finish(job, clock, Path(result["path"]), result.get("hub_sha256"))
+        shutil.rmtree(staging.parent if len(os.listdir(staging.parent)) == 1 else staging, ignore_errors=True)
+
+    def _fetch(self, job: DownloadJob, clock: dict, staging: Path) -> dict:
+        """Run :func:`fetch` in a child process; its answer once done.  Progress meanwhile: the partial file."""
+        entry = job.entry
+        args = {"repo_id": entry.repo, "filename": entry.filename, "revision": entry.revision,
+                "local_dir": str(staging), "endpoint": self.endpoint, "timeout": self.timeout,
+                "expect_sha256": entry.sha256 if entry.hash_is_confirmed else None}  # fmt: skip
+        seconds = str(max(1, round(self.timeout)))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([_LIB, os.environ.get("PYTHONPATH", "")]),
+               "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+               "HF_HUB_ETAG_TIMEOUT": seconds, "HF_HUB_DOWNLOAD_TIMEOUT": seconds}  # fmt: skip
+        child = subprocess.Popen([sys.executable, "-m", "hypersd.download", json.dumps(args)], env=env,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)  # fmt: skip
+        self._set(job, clock, state=DOWNLOADING, message="downloading")
+        started, first = time.monotonic(), self.files.partial_bytes(entry)
+        try:
+            while child.poll() is None:
+                if job.cancel_requested:
+                    raise _Failed(ERR_CANCELLED, "")
+                done = self.files.partial_bytes(entry)
+                speed = (done - first) / max(1e-6, time.monotonic() - started)
+                self._set(job, clock, False, bytes_done=done, speed_bps=speed)
+                time.sleep(self.progress_interval or 0.05)
+            answer = json.loads(child.stdout.read() or "{}")
+        finally:
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+            child.stdout.close()
+        if answer.get("kind") != "done":
+            raise self._failure(entry, answer or {"kind": ERR_NETWORK, "reason": "the download process ended"})
+        return answer
 
     def _finish(self, job: DownloadJob, clock: dict, staged: Path, hub_sha256: str | None) -> None:
         entry, target = job.entry, self.target_path(job.entry)
@@ -354,6 +308,10 @@ class DownloadManager:
             return _Failed(ERR_WRITE, f"Hyper-SD: cannot write {entry.local_filename} to {self.target_dir(entry)}: "
                            f"{why or 'the folder cannot be written'} ({reason}). Free space or fix the folder's "
                            f"permissions, then download again (a partial file is resumed); or {manual}.")  # fmt: skip
+        if kind == "changed":
+            return _Failed(ERR_HASH, f"Hyper-SD: the hub now serves another {entry.local_filename} (its sha256 is "
+                           f"{event['hub_sha256']}, the catalog expects {entry.sha256}); nothing was downloaded. "
+                           "The catalog is outdated: report it.")  # fmt: skip
         if kind == "http":
             hint = {404: f"the hub has no such file (renamed or removed?); check {self.endpoint}/{entry.repo}",
                     401: "the hub refused access: accept the model's licence on its page and set HF_TOKEN (or run "
@@ -365,3 +323,45 @@ class DownloadManager:
         return _Failed(kind, f"Hyper-SD: could not download {entry.local_filename} {where}: {reason}"
                        f"{' (timeout)' if kind == ERR_TIMEOUT else ''}. Check the network (proxy: HTTPS_PROXY; "
                        f"mirror: HF_ENDPOINT) and try again (a partial file is resumed); or {manual}.")  # fmt: skip
+
+
+def classify(error: BaseException) -> dict:
+    """A failure in the child as data (the parent words it): kind, HTTP status, errno and a one-line reason."""
+    chain = [error]
+    while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and nxt not in chain:
+        chain.append(nxt)
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    code = next((c for e in chain if (c := getattr(getattr(e, "response", None), "status_code", None))), None)
+    number = next((e.errno for e in chain if isinstance(e, OSError) and e.errno in WRITE_ERRNOS), None)
+    if code is not None:
+        kind = ERR_HTTP
+    elif any(type(e).__name__ == "OfflineModeIsEnabled" for e in chain):
+        kind = ERR_OFFLINE
+    elif number is not None:
+        kind = ERR_WRITE
+    elif any(isinstance(e, TimeoutError) or "Timeout" in type(e).__name__ for e in chain):
+        kind = ERR_TIMEOUT
+    else:
+        kind = ERR_NETWORK
+    return {"kind": kind, "code": code, "errno": number, "reason": reason}
+
+
+def fetch(job: dict) -> dict:
+    """The child's work: the hub's metadata, a changed file refused before its body, then ``hf_hub_download``."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+
+    where = {key: job[key] for key in ("repo_id", "filename", "revision")}
+    try:
+        meta = get_hf_file_metadata(hf_hub_url(**where, endpoint=job["endpoint"]), timeout=job["timeout"])
+        etag = str(meta.etag or "").strip('"').lower()
+        hub_sha256 = etag if is_sha256(etag) else None
+        if job["expect_sha256"] and hub_sha256 and hub_sha256 != job["expect_sha256"]:
+            return {"kind": "changed", "hub_sha256": hub_sha256}
+        path = hf_hub_download(**where, local_dir=job["local_dir"], endpoint=job["endpoint"])
+    except Exception as error:  # noqa: BLE001 - every failure goes back to the parent as data
+        return classify(error)
+    return {"kind": "done", "path": path, "hub_sha256": hub_sha256}
+
+
+if __name__ == "__main__":
+    print(json.dumps(fetch(json.loads(sys.argv[1]))), flush=True)

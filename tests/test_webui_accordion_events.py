@@ -77,3 +77,26 @@ def test_error_status_is_escaped():
         events.error_status_html("Hyper-SD: <b>")
         == '<div class="hypersd-status hypersd-error">Hyper-SD: &lt;b&gt;</div>'
     )
+
+
+def test_late_wiring_waits_for_the_boxes_webui_builds_after_the_accordion():
+    from hypersd.webui.compare_fields import MAIN_FIELDS, LateWiring
+
+    late, wired = LateWiring(), []
+    for name in ("prompt", "neg_prompt", "sampling", "scheduler", "steps"):  # v1.10.1: built before the accordions
+        late.built(name, f"box:{name}")
+    late.when_built(MAIN_FIELDS, lambda *boxes: wired.append(("compare", boxes)))
+    late.when_built(("width", "height"), lambda w, h: wired.append(("size", (w, h))))
+    assert wired == [] and set(late.waiting[0]) == {"seed", "width", "height", "cfg_scale"}
+    for name in ("width", "height"):
+        late.built(name, f"box:{name}")
+    assert wired == [("size", ("box:width", "box:height"))]
+    for name in ("cfg_scale", "seed", "seed"):  # a box seen twice wires nothing twice
+        late.built(name, f"box:{name}")
+    assert wired[1] == ("compare", tuple(f"box:{n}" for n in MAIN_FIELDS)) and len(wired) == 2
+    assert late.waiting == ()
+
+
+@pytest.mark.parametrize(("normal", "hyper", "words"), [(10.0, 2.0, "5.0× faster"), (2.0, 3.0, "1.5× slower")])
+def test_compare_speed_words(normal, hyper, words):
+    assert events.speed_words(normal, hyper) == words

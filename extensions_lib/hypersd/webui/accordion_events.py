@@ -81,3 +81,9 @@ def pasted_values(params: Any) -> dict[str, Any]:
     if reading.problem is not None:
         return {"enabled": True, "restore_error": reading.problem}
     return {"enabled": False, "restore_error": ""}
+
+
+def speed_words(normal_s: float, hyper_s: float) -> str:
+    """ "3.2× faster" or, when the preset's side took longer (e.g. it applied a larger native size), "1.5× slower"."""
+    ratio = normal_s / max(hyper_s, 1e-9)
+    return f"{ratio:.1f}× faster" if ratio >= 1 else f"{1 / max(ratio, 1e-9):.1f}× slower"

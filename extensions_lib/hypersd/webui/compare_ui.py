@@ -20,6 +20,7 @@ from modules.call_queue import queue_lock
 from hypersd.plan_apply import HyperPlanError, apply_plan
 from hypersd.settings import HyperSettings
 from hypersd.webui import cfg1
+from hypersd.webui.accordion_events import speed_words
 from hypersd.webui.compare_fields import MAIN_FIELDS  # noqa: F401
 
 
@@ -110,7 +111,7 @@ def run_compare(settings: HyperSettings, values: MainValues):
     )
     summary = (
         f'<div class="hypersd-status">Seed {seed}: normal {normal_s:.1f} s, Hyper-SD {hyper_s:.1f} s '
-        f"({normal_s / max(hyper_s, 1e-9):.1f}× faster).<br>{html.escape(plan.status if plan else '')}</div>"
+        f"({speed_words(normal_s, hyper_s)}).<br>{html.escape(plan.status if plan else '')}</div>"
     )
     del hyper_info
     return [(hyper_img, hyper_caption), (normal_img, normal_caption)], summary

@@ -26,7 +26,7 @@ from hypersd.settings import FIELD_NAMES, FIELDS, HyperSettings, HyperSettingsEr
 from hypersd.webui import accordion_events, cfg1, host_state, models_panel
 from hypersd.webui import unet as hyper_unet
 from hypersd.webui.accordion_events import error_status_html
-from hypersd.webui.compare_fields import MAIN_FIELDS
+from hypersd.webui.compare_fields import MAIN_FIELDS, LateWiring
 from hypersd.webui.guard import guarded
 from hypersd.webui.xyz import XYZ_ATTR  # set by the X/Y/Z axis "Hyper-SD preset": overrides the UI preset
 
@@ -141,12 +141,7 @@ class HyperSDScript(scripts.Script):
 
     def __init__(self):
         super().__init__()
-        self.prompt_box = None
-        self.size_boxes: dict[str, Any] = {}
-        self.fix_size = None  # "Set the native size", wired once the tab's width and height boxes exist
-        self.preset_box = None
-        self.native_size_wired = False
-        self.main: dict[str, Any] = {}
+        self.late = LateWiring()  # the tab's prompt, size, sampler, steps, CFG and seed boxes, as WebUI builds them
 
     def title(self):
         return "Hyper-SD"
@@ -155,19 +150,13 @@ class HyperSDScript(scripts.Script):
         return scripts.AlwaysVisible
 
     def after_component(self, component, **kwargs):
-        # Capture the tab's prompt, size, sampler, steps, CFG and seed: the preset buttons strip stale
-        # accelerator tags from the prompt, the size warning's one-click fix sets the size, and Compare
-        # renders the tab's normal settings beside the preset.
+        # The preset buttons strip stale accelerator tags from the prompt, "Set the native size" sets the size, and
+        # Compare renders the tab's normal settings beside the preset.
         elem_id = kwargs.get("elem_id") or ""
         tab = "img2img" if self.is_img2img else "txt2img"
-        for name in MAIN_FIELDS:
-            if elem_id == f"{tab}_{name}":
-                self.main[name] = component
-        if elem_id == f"{tab}_prompt":
-            self.prompt_box = component
-        elif elem_id in (f"{tab}_width", f"{tab}_height"):
-            self.size_boxes[elem_id.rsplit("_", 1)[1]] = component
-            self._wire_native_size()
+        name = elem_id[len(tab) + 1 :] if elem_id.startswith(f"{tab}_") else None
+        if name in MAIN_FIELDS:
+            self.late.built(name, component)
 
     def ui(self, is_img2img):
         defaults = HyperSettings().to_ui_values()
@@ -213,10 +202,10 @@ class HyperSDScript(scripts.Script):
 
         self._wire_buttons(buttons, components, status)
         if compare_parts is not None:
-            self._wire_compare(components, *compare_parts)
+            self.late.when_built(MAIN_FIELDS, lambda *main: self._wire_compare(components, *compare_parts, main))
         self._wire_status(components, status)
-        self.fix_size, self.preset_box = fix_size, components[FIELD_NAMES.index("preset")]
-        self._wire_native_size()
+        preset_box = components[FIELD_NAMES.index("preset")]
+        self.late.when_built(("width", "height"), lambda w, h: self._wire_native_size(fix_size, preset_box, w, h))
         self.infotext_fields = [
             PasteField(comp, _paste_reader(spec.name, comp), api=None)
             for comp, spec in zip(components, FIELDS, strict=True)
@@ -227,7 +216,7 @@ class HyperSDScript(scripts.Script):
     def _wire_buttons(self, buttons, components, status):
         by_name = dict(zip(FIELD_NAMES, components, strict=True))
         outputs = [by_name[n] for n in accordion_events.PRESET_OUTPUTS]
-        extra_in = [self.prompt_box] if self.prompt_box is not None else []
+        extra_in = [self.late.found["prompt"]] if "prompt" in self.late.found else []
         outputs += [*extra_in, status]
 
         for btn, preset_id in buttons:
@@ -249,23 +238,19 @@ class HyperSDScript(scripts.Script):
         for component in components:
             component.change(fn=refresh, inputs=components, outputs=[status], show_progress=False)
 
-    def _wire_native_size(self):
-        """Wire "Set the native size" once both the button and the tab's size boxes exist: WebUI v1.10.1 builds the
-        width and height boxes after the accordions (``ui_reorder_list``), so usually from ``after_component``."""
-        if self.fix_size is None or self.native_size_wired or set(self.size_boxes) < {"width", "height"}:
-            return
-
+    @staticmethod
+    def _wire_native_size(button, preset_box, width, height):
         def native_size(w, h, preset_id):
             return accordion_events.native_size(host_state.model_base(shared.sd_model), w, h, preset_id)
 
-        width, height = self.size_boxes["width"], self.size_boxes["height"]
-        self.fix_size.click(fn=guarded(native_size, "Set the native size", message_at=None),
-                            inputs=[width, height, self.preset_box], outputs=[width, height])  # fmt: skip
-        self.fix_size.visible = self.native_size_wired = True
+        button.click(fn=guarded(native_size, "Set the native size", message_at=None),
+                     inputs=[width, height, preset_box], outputs=[width, height])  # fmt: skip
+        button.visible = True
 
-    def _wire_compare(self, components, button, info, gallery):
-        names = [n for n in MAIN_FIELDS if n in self.main]
-        inputs = list(components) + [self.main[n] for n in names]
+    @staticmethod
+    def _wire_compare(components, button, info, gallery, main):
+        """Compare reads the accordion and every box of :data:`MAIN_FIELDS` (wired once they all exist)."""
+        inputs, names = list(components) + list(main), MAIN_FIELDS
 
         def compare(*values):
             from hypersd.webui.compare_ui import MainValues, run_compare

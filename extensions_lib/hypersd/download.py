@@ -40,7 +40,7 @@ from hypersd.download_job import (
     progress_line,
 )
 from hypersd.download_verdict import verify_download
-from hypersd.filehash import HashCache
+from hypersd.filehash import HashCache, sha256_file
 from hypersd.model_files import STATUS_DOWNLOADING, FileStatus, ModelFolders
 
 DISK_MARGIN_BYTES = 64 * 1024 * 1024  # keep a little room so WebUI itself can still write
@@ -281,7 +281,7 @@ class DownloadManager:
     def _finish(self, job: DownloadJob, clock: dict, staged: Path, hub_sha256: str | None) -> None:
         entry, target = job.entry, self.target_path(job.entry)
         self._set(job, clock, state=VERIFYING, message="verifying sha256")
-        actual = self.hash_cache.sha256(staged)
+        actual = sha256_file(staged)  # not cached: the staged path is gone after the rename
         verdict = verify_download(entry, actual, hub_sha256, job.allow_unverified)
         if not verdict.ok:
             staged.unlink(missing_ok=True)

@@ -257,3 +257,38 @@ def test_guided_ddim_sample_is_the_teachers_cfg_ddim_loop():
         x0 = (expect - (1 - a).sqrt() * eps) / a.sqrt()
         expect = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
     torch.testing.assert_close(got, expect, atol=1e-10, rtol=0)
+
+
+def test_multistep_regression_timesteps_are_the_points_of_the_unified_trailing_grids():
+    # diffusers' trailing spacing: 1 step [999], 2 steps [999, 499], 4 steps [999, 749, 499, 249]
+    drawn = stage_dmd.regression_timesteps(1200, (1, 2, 4), torch.Generator().manual_seed(0)).tolist()
+    assert set(drawn) == {999, 749, 499, 249}
+    assert abs(drawn.count(999) / len(drawn) - (1 / 3 + 1 / 6 + 1 / 12)) < 0.05  # n uniform, then a step of n
+    assert set(stage_dmd.regression_timesteps(50, (1,), torch.Generator().manual_seed(0)).tolist()) == {999}
+
+
+@pytest.mark.parametrize("multistep", [False, True])
+def test_the_regression_starts_from_the_pairs_noise_or_from_its_teacher_result_noised_to_a_grid_point(
+    tiny, prompts, tmp_path, multistep
+):
+    from hypersd.distill import engine
+    from hypersd.distill.stage_dmd import DMDStage
+
+    cfg = _cfg(tiny, prompts, tmp_path, dmd_regression_multistep=multistep, unified_steps=(1, 4), batch_size=4)
+    run = engine._Run(cfg, __import__("accelerate").Accelerator(cpu=True))
+    state = engine._setup(run, None)
+    stage = next(s for s in run.stages if isinstance(s, DMDStage))
+    stage.ensure_prepared(state)
+    seen = []
+    state.student = lambda x, t, cond: seen.append((x.detach().clone(), t.clone())) or torch.zeros_like(x)
+    for _ in range(6):
+        stage.regression(state)
+    noise, target = stage.pairs["noise"], stage.pairs["target"].float()
+    timesteps = set()
+    for x, t in seen:
+        for row, step in zip(x, t.tolist(), strict=True):
+            timesteps.add(step)
+            expected = noise if step == 999 else tscd.add_noise(target, noise, torch.full((len(noise),), step),
+                                                                 state.acp)  # fmt: skip
+            assert min(float((row - e).abs().max()) for e in expected) < 1e-5
+    assert timesteps == ({999, 749, 499, 249} if multistep else {999})

@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--dmd-regression-pairs", dest="dmd_regression_pairs", type=int)
     g.add_argument(
+        "--dmd-regression-multistep",
+        dest="dmd_regression_multistep",
+        type=_bool,
+        help="true/false: regress at every step of the unified step counts, not only from noise (false)",
+    )
+    g.add_argument(
         "--dmd-adversarial-weight", dest="dmd_adversarial_weight", type=float, help="GAN term weight (0: off)"
     )
     g.add_argument(

@@ -108,6 +108,9 @@ class DistillConfig:
     dmd_regression_weight: float = 0.25  # DMD (arXiv 2311.18828): lambda_reg = 0.25 on paired teacher outputs
     dmd_regression_pairs: int = 64  # noises whose teacher result is computed once at the stage's start
     dmd_regression_steps: int = 25  # teacher DDIM steps (with dmd_guidance) for those pairs
+    # our addition: also regress at the later points of the unified_steps grids (the pair's teacher result noised
+    # to that timestep with the pair's own noise), so the few-step refinements stay on the teacher's images
+    dmd_regression_multistep: bool = False
     dmd_adversarial_weight: float = 0.0  # DMD2's optional GAN term (on frozen-teacher features here); 0 = off
     unified_steps: tuple[int, ...] = (1, 2, 4, 8)  # backward simulation: the student's inputs come from its own
     # n-step TCD trajectories (gamma 1, DMD2's re-noising), n drawn from these, so one LoRA serves every count

@@ -40,6 +40,14 @@ def _cat(a: dict, b: dict) -> dict:
     return tscd.default_cat_cond(a, b)
 
 
+def regression_timesteps(batch: int, step_counts: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """One timestep per pair: a step count n drawn from ``step_counts``, then one of its n trailing timesteps."""
+    grids = [trailing_timesteps(n) for n in step_counts]
+    picks = torch.randint(len(grids), (batch,), generator=gen).tolist()
+    steps = [grids[g][int(torch.randint(len(grids[g]), (1,), generator=gen))] for g in picks]
+    return torch.tensor(steps, dtype=torch.long)
+
+
 class DMDStage(Stage):
     name = "dmd"
 
@@ -146,15 +154,21 @@ class DMDStage(Stage):
         return StepOutput(loss, terms, scratch)
 
     def regression(self, state: TrainerState) -> torch.Tensor:
-        """The student's 1-step result from a batch of the fixed noises against the teacher's result from them."""
-        pairs = self.pairs
+        """The student's result from a batch of the fixed noises against the teacher's result from them: from the
+        noise itself (1 step), or with ``dmd_regression_multistep`` also from a later point of an n-step grid."""
+        pairs, gen = self.pairs, state.generators["noise"]
         count = pairs["noise"].shape[0]
-        idx = torch.randint(count, (min(state.cfg.batch_size, count),), generator=state.generators["noise"])
-        idx = idx.to(pairs["noise"].device)
-        noise, cond = pairs["noise"][idx], {k: v[idx] for k, v in pairs["cond"].items()}
-        t = torch.full((len(idx),), trailing_timesteps(1)[0], dtype=torch.long, device=noise.device)
-        x0 = tscd.predict_x0(noise, state.student(noise, t, cond), t, state.acp)
-        return torch.nn.functional.mse_loss(x0.float(), pairs["target"][idx].float())
+        idx = torch.randint(count, (min(state.cfg.batch_size, count),), generator=gen).to(pairs["noise"].device)
+        noise, target = pairs["noise"][idx], pairs["target"][idx].float()
+        cond = {k: v[idx] for k, v in pairs["cond"].items()}
+        if state.cfg.dmd_regression_multistep:
+            t = regression_timesteps(len(idx), state.cfg.unified_steps, gen).to(noise.device)
+        else:
+            t = torch.full((len(idx),), trailing_timesteps(1)[0], dtype=torch.long, device=noise.device)
+        start = (t == trailing_timesteps(1)[0]).view(-1, *([1] * (noise.ndim - 1)))
+        x_in = torch.where(start, noise, tscd.add_noise(target.to(noise.dtype), noise, t, state.acp))
+        x0 = tscd.predict_x0(x_in, state.student(x_in, t, cond), t, state.acp)
+        return torch.nn.functional.mse_loss(x0.float(), target)
 
     # the fake score's updates (two time scales) ---------------------------------------------------------------
     def fake_update(self, state: TrainerState, x0: torch.Tensor, cond: dict) -> float:

@@ -71,6 +71,36 @@ def test_the_shipped_teacher_is_a_small_sd15_layout_diffusers_model(teacher):
     _check_lora_maps(teacher.unet, "sd15")  # its LoRA keys land on WebUI's SD1.5 modules
 
 
+def test_the_shipped_text_encoder_has_the_hub_key_layout_that_every_transformers_version_loads():
+    """Hub CLIP checkpoints (e.g. openai/clip-vit-large-patch14) keep every text-encoder weight under
+    ``text_model.``; transformers 4 (Forge's 4.46.1, WebUI's 4.30.2) silently skips any other key."""
+    from safetensors import safe_open
+
+    with safe_open(str(TEACHER_DIR / "text_encoder" / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and all(key.startswith("text_model.") for key in keys), keys[:3]
+
+
+def test_a_rebuilt_teachers_text_encoder_is_written_in_that_layout_and_loads_unchanged(tmp_path):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from hypersd.demo.teacher import prefix_text_encoder_keys, text_config
+
+    torch.manual_seed(0)
+    encoder = CLIPTextModel(CLIPTextConfig(**text_config(40))).eval()
+    encoder.save_pretrained(tmp_path)
+    prefix_text_encoder_keys(tmp_path / "model.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and all(key.startswith("text_model.") for key in keys)
+    loaded = CLIPTextModel.from_pretrained(str(tmp_path), local_files_only=True).eval()
+    ids = torch.tensor([[1, 5, 7, 2]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).last_hidden_state, encoder(ids).last_hidden_state, rtol=0, atol=0)
+
+
 def test_the_shipped_classifier_reads_fresh_renders(teacher):
     from hypersd.demo.classifier import CLASSIFIER_FILE, load_classifier
 

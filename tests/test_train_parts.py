@@ -206,7 +206,8 @@ def _bitmap_font(*_args, **_kwargs):
     """Pillow < 10.1's only built-in font (WebUI 1.10 ships Pillow 9.5): Latin-1 glyphs only."""
     from PIL import ImageFont
 
-    return ImageFont.load_default_imagefont()
+    # Pillow >= 10.1 keeps it as load_default_imagefont(); before that, load_default() is that font
+    return getattr(ImageFont, "load_default_imagefont", ImageFont.load_default)()
 
 
 def test_plot_and_comparison_labels_draw_with_webui_pillow_bitmap_font(monkeypatch):

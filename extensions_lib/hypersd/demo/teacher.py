@@ -191,6 +191,22 @@ def train_denoiser(unet, encoder, tokenizer, vae, images, captions, steps: int, 
     return ema_unet.eval(), ema_encoder.eval()
 
 
+TEXT_MODEL_PREFIX = "text_model."
+
+
+def prefix_text_encoder_keys(path: pathlib.Path) -> None:
+    """Rewrite a saved ``CLIPTextModel`` with its keys under ``text_model.``, the layout of every hub CLIP checkpoint:
+    transformers 5 saves them without it, and transformers 4 (Forge's 4.46, WebUI's 4.30) then ignores every weight
+    with only a warning and runs a random text encoder.  Both versions load the prefixed layout."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(path))
+    if all(key.startswith(TEXT_MODEL_PREFIX) for key in weights):
+        return
+    renamed = {(k if k.startswith(TEXT_MODEL_PREFIX) else TEXT_MODEL_PREFIX + k): v for k, v in weights.items()}
+    save_file(renamed, str(path), metadata={"format": "pt"})
+
+
 def build_teacher(
     folder: pathlib.Path = TEACHER_DIR,
     *,
@@ -222,6 +238,7 @@ def build_teacher(
     unet, encoder = train_denoiser(unet, encoder, tokenizer, vae, pixels, captions, denoiser_steps, seed, log)
     for name, module in (("unet", unet), ("vae", vae), ("text_encoder", encoder)):
         module.to(torch.float16).save_pretrained(staging / name)
+    prefix_text_encoder_keys(staging / "text_encoder" / "model.safetensors")
     shutil.copytree(CONFIGS / "sd15" / "scheduler", staging / "scheduler")
     save_classifier(classifier, staging / CLASSIFIER_FILE)
     index = {

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 KINDS = ("lora", "unet", "checkpoint")
-BASES = ("sd15", "sdxl")
+BASES = ("sd15", "sdxl")  # what AUTOMATIC1111 WebUI runs; the presets' SD rows are built over these
+FLUX_BASE = "flux-dev"  # FLUX.1-dev (not schnell: the Hyper-FLUX LoRAs are for dev): Forge runs it, A1111 cannot
+MODEL_BASES = (*BASES, FLUX_BASE)
 VERIFIED_LEVELS = ("A", "B", "B+")
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -38,7 +40,7 @@ class CatalogEntry:
     filename: str  # path inside the hub repo
     local_filename: str  # name in WebUI's folder (COMMON.md); peers' generic names are replaced
     kind: str  # "lora" | "unet" | "checkpoint"
-    base: str  # "sd15" | "sdxl"
+    base: str  # "sd15" | "sdxl" | "flux-dev"
     size: int | None
     size_exact: bool  # False: a per-family size, an estimate only
     sha256: str | None
@@ -50,8 +52,8 @@ class CatalogEntry:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"Hyper-SD: catalog entry {self.id}: kind {self.kind!r} is not one of {KINDS}.")
-        if self.base not in BASES:
-            raise ValueError(f"Hyper-SD: catalog entry {self.id}: base {self.base!r} is not one of {BASES}.")
+        if self.base not in MODEL_BASES:
+            raise ValueError(f"Hyper-SD: catalog entry {self.id}: base {self.base!r} is not one of {MODEL_BASES}.")
         if self.sha256 is not None:
             if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
                 raise ValueError(f"Hyper-SD: catalog entry {self.id}: sha256 must be 64 lower-case hex digits.")
@@ -87,6 +89,7 @@ _HYPER = "ByteDance/Hyper-SD"
 _LIGHTNING = "ByteDance/SDXL-Lightning"
 _SD15_FAMILY_SIZE = 269_127_064
 _SDXL_FAMILY_SIZE = 787_359_648
+_FLUX_FAMILY_SIZE = 1_388_026_440
 _MIR = "darkshapes/MIR mir/mir.json"
 _FAMILY = "size: lora_peek family table (file id 9809631077)"
 
@@ -246,12 +249,26 @@ CATALOG: tuple[CatalogEntry, ...] = (
     ),
 )  # fmt: skip
 
-_BY_ID = {entry.id: entry for entry in CATALOG}
+#: The Hyper-FLUX.1-dev LoRAs: a separate table because only Forge runs FLUX.1-dev (A1111's Models tab, hash
+#: recognition and downloads keep to :data:`CATALOG`).  Their hashes are MIR's only (level "B", names inferred).
+FLUX_CATALOG: tuple[CatalogEntry, ...] = tuple(
+    _hyper(
+        f"Hyper-FLUX.1-dev-{n}steps-lora.safetensors", FLUX_BASE, _FLUX_FAMILY_SIZE, False, sha, "B",
+        f"{_MIR} (flux-1-dev hyper, {n} steps; name inferred); {_FAMILY}",
+    )
+    for n, sha in (
+        (8, "e0ab0fdf569cd01a382f19bd87681f628879dea7ad51fe5a3799b6c18c7b2d03"),
+        (16, "6461f67dfc1a967ae60344c3b3f350877149ccab758c273cc37f5e8a87b5842e"),
+    )
+)  # fmt: skip
+ALL_CATALOG = CATALOG + FLUX_CATALOG
+
+_BY_ID = {entry.id: entry for entry in ALL_CATALOG}
 
 
-def get_entry(entry_id: str, catalog: Iterable[CatalogEntry] = CATALOG) -> CatalogEntry:
+def get_entry(entry_id: str, catalog: Iterable[CatalogEntry] = ALL_CATALOG) -> CatalogEntry:
     """The entry with this id; a clear error listing the known ids otherwise."""
-    by_id = _BY_ID if catalog is CATALOG else {entry.id: entry for entry in catalog}
+    by_id = _BY_ID if catalog is ALL_CATALOG else {entry.id: entry for entry in catalog}
     try:
         return by_id[entry_id]
     except KeyError:

@@ -55,7 +55,7 @@ class LoraInfo:
             name=net.name,
             alias=getattr(net, "alias", "") or "",
             path=getattr(net, "filename", "") or "",
-            base={"SDXL": "sdxl", "SD2": "sd2"}.get(version),
+            base={"SDXL": "sdxl", "SD2": "sd2", "Flux": "flux-dev"}.get(version),  # "Flux": Forge's SdVersion only
             metadata=metadata,
             hash=getattr(net, "hash", "") or "",
             sha256=sha256,

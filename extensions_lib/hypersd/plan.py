@@ -24,16 +24,19 @@ from typing import Any
 
 from hypersd import loratags
 from hypersd import plan_outcomes as out
+from hypersd.catalog import FLUX_BASE
 from hypersd.infotext import format_infotext
 from hypersd.lora_metadata import PresetMetadataError
 from hypersd.loras import LoraInfo, LoraLookup, Loras
 from hypersd.plan_outcomes import CFG_WARN_ABOVE, Caution, Refusal, refused_status, render
 from hypersd.presets import (
+    ALL_PRESET_IDS,
     BASE_LABELS,
     NATIVE_SIZE,
-    PRESET_IDS,
+    FluxPreset,
     HyperPreset,
     get_preset,
+    model_family,
     preset_from_metadata,
     preset_with_sampler,
     rows_for,
@@ -95,6 +98,7 @@ class Plan:
     steps: int | None = None
     cfg_scale: float | None = None
     eta: float | None = None  # TCD gamma (p.eta feeds the TCD sampler's gamma)
+    distilled_cfg_scale: float | None = None  # FLUX.1-dev's guidance input (Forge's p.distilled_cfg_scale)
     width: int | None = None
     height: int | None = None
     lora_name: str | None = None  # the available name the tag uses
@@ -131,9 +135,11 @@ class Plan:
 
 
 def normalize_model_base(model_base: str | None) -> str | None:
-    """Model type: "SD1.5", "sd1", "sd15" → "sd15"; "SDXL" → "sdxl"; "sd2", "sd3"; anything else → None."""
+    """Model type: "SD1.5", "sd1", "sd15" → "sd15"; "SDXL" → "sdxl"; "sd2", "sd3"; "FLUX.1-dev" → "flux-dev"; anything else
+    → None."""
     key = str(model_base or "").strip().lower().replace(".", "").replace("_", "").replace("-", "").replace(" ", "")
-    return {"sd1": "sd15", "sd15": "sd15", "sdxl": "sdxl", "sd2": "sd2", "sd21": "sd2", "sd3": "sd3"}.get(key)
+    return {"sd1": "sd15", "sd15": "sd15", "sdxl": "sdxl", "sd2": "sd2", "sd21": "sd2", "sd3": "sd3",
+            "flux1dev": FLUX_BASE, "fluxdev": FLUX_BASE}.get(key)  # fmt: skip  ("flux" alone: dev or schnell?)
 
 
 def fit_size(width: int, height: int, native: tuple[int, int], multiple: int = 64) -> tuple[int, int]:
@@ -200,12 +206,14 @@ def _distilled_row(settings: HyperSettings, base: str, lookup: LoraLookup, notes
 def _preset_row(settings: HyperSettings, base: str, lookup: LoraLookup, notes: list[str]):
     """The preset's row for this model type with the sampler choice applied, and the LoRA it already fixed."""
     info = None
+    rows = rows_for(settings.preset)
+    if rows and all(model_family(r.base) != model_family(base) for r in rows):
+        raise _Refused(out.PresetForOtherModelFamily(rows[0].title, rows[0].base, base))
     if settings.preset == "distilled":
         row, info = _distilled_row(settings, base, lookup, notes)
     else:
-        rows = rows_for(settings.preset)
         if not rows:
-            raise _Refused(out.PresetUnknown(settings.preset, PRESET_IDS))
+            raise _Refused(out.PresetUnknown(settings.preset, ALL_PRESET_IDS))
         if not any(r.base in (base, "any") for r in rows):
             raise _Refused(out.PresetNotForModel(settings.preset, tuple(r.base for r in rows), base))
         row = get_preset(settings.preset, base)
@@ -354,6 +362,7 @@ def make_plan(
         steps=values.steps,
         cfg_scale=values.cfg,
         eta=values.gamma,
+        distilled_cfg_scale=row.guidance if isinstance(row, FluxPreset) else None,
         width=width,
         height=height,
         lora_name=lora_name,
@@ -364,7 +373,8 @@ def make_plan(
         size_fix=size_fix,
         cautions=(*_value_cautions(row, values, current), *size_cautions, *hr_cautions),
         notes=tuple(notes),
-        status=_status_line(row, base, values, lora_name, width, height, hr_steps, reset_hr),
+        status=_status_line(row, base, values, lora_name, width, height, hr_steps, reset_hr)
+        + (f", distilled guidance {row.guidance:g}" if isinstance(row, FluxPreset) else ""),
         infotext=tuple(format_infotext(effective).items()),
     )
 

@@ -47,6 +47,7 @@ def apply_plan(p: Any, plan: Plan) -> list[str]:
         ("steps", plan.steps),
         ("cfg_scale", plan.cfg_scale),
         ("eta", plan.eta),
+        ("distilled_cfg_scale", plan.distilled_cfg_scale),  # Forge's FLUX.1-dev guidance; None on SD models
         ("width", plan.width),
         ("height", plan.height),
     ):

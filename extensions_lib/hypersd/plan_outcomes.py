@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-from hypersd.catalog import CatalogEntry
+from hypersd.catalog import FLUX_BASE, CatalogEntry
 from hypersd.presets import BASE_LABELS, HyperPreset
 
 #: CFG above this with a LoRA distilled without guidance burns the image (seed notes: CFG 2 still fine).
@@ -104,6 +104,15 @@ class PresetNotForModel(Refusal):
 
 
 @dataclasses.dataclass(frozen=True)
+class PresetForOtherModelFamily(Refusal):
+    """A FLUX.1-dev preset on an SD1.5/SDXL model, or an SD preset on a FLUX.1-dev model."""
+
+    title: str
+    preset_base: str  # a base of the preset's rows ("flux-dev", "sd15", "sdxl", "any")
+    base: str  # the loaded model's
+
+
+@dataclasses.dataclass(frozen=True)
 class MissingLora(Refusal):
     """The preset's LoRA is not in the Lora folder under any name, alias or (for catalog files) hash."""
 
@@ -193,6 +202,18 @@ def _missing_lora(o: MissingLora) -> str:
     )
 
 
+def _other_family(o: PresetForOtherModelFamily) -> str:
+    if o.preset_base == FLUX_BASE:
+        return (
+            f"the preset '{o.title}' is for FLUX.1-dev models, but the loaded model is {_label(o.base)}: load a "
+            f"FLUX.1-dev checkpoint in Forge (AUTOMATIC1111 WebUI cannot run Flux) or pick a {_label(o.base)} preset"
+        )
+    return (
+        f"the preset '{o.title}' is for SD1.5/SDXL models, but the loaded model is {_label(o.base)}: pick a "
+        "Hyper-FLUX preset (8 or 16 steps) or load an SD1.5/SDXL checkpoint"
+    )
+
+
 def _cfg_burns(o: CfgBurns) -> str:
     p = o.preset
     return (
@@ -235,6 +256,7 @@ _RENDER: dict[type, Callable] = {
         f"preset {o.preset_id!r} exists only for {'/'.join(o.bases)}, not for {o.base}; "
         "load a model of the preset's type or pick another preset"
     ),
+    PresetForOtherModelFamily: _other_family,
     MissingLora: _missing_lora,
     LoraForOtherModel: lambda o: (
         f"the LoRA {o.lora} is for {_label(o.lora_base)} but the loaded model is "

@@ -19,12 +19,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from hypersd.catalog import BASES, CatalogEntry, get_entry
+from hypersd.catalog import BASES, FLUX_BASE, CatalogEntry, get_entry
 from hypersd.lora_metadata import read_recipe
 from hypersd.sampler_names import TCD_DEFAULT_GAMMA, TCD_SAMPLER
 
-BASE_LABELS = {"sd15": "SD1.5", "sdxl": "SDXL", "sd2": "SD2", "sd3": "SD3"}
-NATIVE_SIZE = {"sd15": (512, 512), "sdxl": (1024, 1024)}
+BASE_LABELS = {"sd15": "SD1.5", "sdxl": "SDXL", "sd2": "SD2", "sd3": "SD3", FLUX_BASE: "FLUX.1-dev"}
+#: FLUX.1-dev: 1024² is diffusers' FluxPipeline default size (default_sample_size 128 × VAE factor 8).
+NATIVE_SIZE = {"sd15": (512, 512), "sdxl": (1024, 1024), FLUX_BASE: (1024, 1024)}
 
 GROUP_NSTEP = "Hyper-SD N-step LoRA"
 GROUP_CFG = "Hyper-SD CFG-preserving LoRA"
@@ -33,6 +34,7 @@ GROUP_UNET = "Hyper-SDXL 1-step UNet"
 GROUP_PEERS = "Peers"
 GROUP_HOUSE = "House model, no LoRA"
 GROUP_DISTILLED = "Our distilled LoRA"
+GROUP_FLUX = "Hyper-FLUX.1-dev LoRA"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +79,14 @@ class HyperPreset:
     def lora_stem(self) -> str | None:
         """The name WebUI's ``<lora:NAME>`` uses: the file name without extension."""
         return strip_extension(self.lora_file) if self.lora_file else None
+
+
+@dataclasses.dataclass(frozen=True)
+class FluxPreset(HyperPreset):
+    """A FLUX.1-dev row: Flux dev is guidance-distilled, so its "guidance" is Forge's ``p.distilled_cfg_scale``
+    (a model input), not CFG; the CFG scale stays 1 (no unconditional pass)."""
+
+    guidance: float = 3.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,7 +386,31 @@ PRESETS: tuple[HyperPreset, ...] = (
     ),
 )
 
+
+def _flux(n: int) -> FluxPreset:
+    entry_id = f"hyper-flux.1-dev-{n}steps-lora"
+    return FluxPreset(
+        id=f"hyper-flux-{n}step", base=FLUX_BASE, group=GROUP_FLUX, title=f"Hyper-FLUX {n}-step",
+        lora_file=_local(entry_id), weight=0.125, weight_range=(0.1, 0.15), sampler="Euler", scheduler="Simple",
+        steps=n, steps_range=(n, n), cfg=1.0, cfg_range=(1.0, 1.0), uses_cfg=False, size=NATIVE_SIZE[FLUX_BASE],
+        gamma=None, hires_steps=n // 2, hires_denoise=0.5, catalog_id=entry_id, guidance=3.5,
+        source=(
+            "official model card (ByteDance/Hyper-SD README, news of Aug 26 2024: 8- and 16-step FLUX.1-dev LoRAs, "
+            "'LoRA scales around 0.125', 'guidance scale could be kept on 3.5'); Euler: diffusers' FluxPipeline "
+            "samples with the flow-matching Euler scheduler; Simple: Forge's own Flux default schedule "
+            "(modules/processing_scripts/sampler.py, flux_t2i_scheduler); CFG 1 (no negative pass), weight range "
+            "0.1-0.15, hires advice: our choice"
+        ),
+    )  # fmt: skip
+
+
+#: Rows for FLUX.1-dev models, which only Forge runs: kept apart from :data:`PRESETS` (A1111's accordion).
+FLUX_PRESETS: tuple[FluxPreset, ...] = tuple(_flux(n) for n in (8, 16))
+
 PRESET_IDS: tuple[str, ...] = tuple(dict.fromkeys(p.id for p in PRESETS))
+FLUX_PRESET_IDS: tuple[str, ...] = tuple(p.id for p in FLUX_PRESETS)
+ALL_PRESETS: tuple[HyperPreset, ...] = PRESETS + FLUX_PRESETS
+ALL_PRESET_IDS: tuple[str, ...] = PRESET_IDS + FLUX_PRESET_IDS
 DEFAULT_PRESET = "hyper-4step"
 
 
@@ -388,14 +422,25 @@ def strip_extension(file_name: str) -> str:
 
 
 def rows_for(preset_id: str) -> tuple[HyperPreset, ...]:
-    return tuple(p for p in PRESETS if p.id == preset_id)
+    return tuple(p for p in ALL_PRESETS if p.id == preset_id)
+
+
+def model_family(base: str) -> str:
+    """ "flux-dev" for FLUX.1-dev, "sd" for SD1.5/SDXL and the "any" rows (which are SD recipes): a preset of one family
+    never runs on a model of the other."""
+    return FLUX_BASE if base == FLUX_BASE else "sd"
+
+
+def preset_ids_for(bases: tuple[str, ...] = BASES) -> tuple[str, ...]:
+    """The ids of the presets with a row for one of ``bases`` (or for any model), in table order."""
+    return tuple(dict.fromkeys(p.id for p in ALL_PRESETS if p.base in (*bases, "any")))
 
 
 def get_preset(preset_id: str, base: str) -> HyperPreset:
     """The row of ``preset_id`` for ``base`` ("sd15"/"sdxl"); KeyError with a readable message if none."""
     rows = rows_for(preset_id)
     if not rows:
-        raise KeyError(f"Hyper-SD: unknown preset {preset_id!r}; known: {', '.join(PRESET_IDS)}")
+        raise KeyError(f"Hyper-SD: unknown preset {preset_id!r}; known: {', '.join(ALL_PRESET_IDS)}")
     for row in rows:
         if row.base in (base, "any"):
             if row.size == (0, 0) and base in NATIVE_SIZE:
@@ -405,19 +450,20 @@ def get_preset(preset_id: str, base: str) -> HyperPreset:
     raise KeyError(f"Hyper-SD: preset {preset_id!r} exists only for {bases}, not for {base}")
 
 
-def presets_by_group() -> dict[str, list[str]]:
-    """Preset ids per UI group, in table order (for the accordion's button rows)."""
+def presets_by_group(bases: tuple[str, ...] = BASES) -> dict[str, list[str]]:
+    """Preset ids per UI group, in table order (for the accordion's button rows), of the presets with a row for one
+    of ``bases``: A1111 runs SD1.5/SDXL only (the default); Forge also runs FLUX.1-dev."""
     groups: dict[str, list[str]] = {}
-    for row in PRESETS:
+    for row in (r for r in ALL_PRESETS if r.base in (*bases, "any")):
         ids = groups.setdefault(row.group, [])
         if row.id not in ids:
             ids.append(row.id)
     return groups
 
 
-def preset_titles() -> dict[str, str]:
+def preset_titles(preset_ids: tuple[str, ...] = PRESET_IDS) -> dict[str, str]:
     """Button / dropdown titles per preset id (the first row's title; titles do not differ by base)."""
-    return {preset_id: rows_for(preset_id)[0].title for preset_id in PRESET_IDS}
+    return {preset_id: rows_for(preset_id)[0].title for preset_id in preset_ids}
 
 
 def get_sampler_choice(choice_id: str) -> SamplerChoice:

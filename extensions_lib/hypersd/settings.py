@@ -38,7 +38,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hypersd.presets import DEFAULT_PRESET, DEFAULT_SAMPLER_CHOICE, PRESET_IDS, SAMPLER_CHOICE_IDS
+from hypersd.presets import ALL_PRESET_IDS, DEFAULT_PRESET, DEFAULT_SAMPLER_CHOICE, SAMPLER_CHOICE_IDS
 
 
 class HyperSettingsError(ValueError):
@@ -68,7 +68,7 @@ class FieldSpec:
 
 FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("enabled", bool, False, "Hyper-SD", None, help="the accordion's checkbox; off: nothing is changed"),
-    FieldSpec("preset", str, DEFAULT_PRESET, "Preset", "preset", choices=PRESET_IDS),
+    FieldSpec("preset", str, DEFAULT_PRESET, "Preset", "preset", choices=ALL_PRESET_IDS),
     FieldSpec("sampler", str, DEFAULT_SAMPLER_CHOICE, "Sampler", "sampler", choices=SAMPLER_CHOICE_IDS,
               help="for the N-step Hyper LoRAs; other presets use their own sampler"),
     FieldSpec("steps", int, None, "Steps (0: preset)", "steps", minimum=1, maximum=150, nullable=True, auto=0),

@@ -14,7 +14,7 @@ from typing import Any
 from hypersd import loratags
 from hypersd.infotext import read_infotext
 from hypersd.plan import fit_size
-from hypersd.presets import NATIVE_SIZE, PRESET_IDS, get_preset, rows_for
+from hypersd.presets import ALL_PRESET_IDS, NATIVE_SIZE, get_preset, rows_for
 from hypersd.settings import FIELD_NAMES, HyperSettings, HyperSettingsError
 
 #: The outputs of a preset button, in order (the prompt box follows when the tab has one, then the status line).
@@ -59,7 +59,7 @@ def native_size(base: str | None, width: Any, height: Any, preset_id: Any = None
     w, h = _dimension("width", width), _dimension("height", height)
     native = NATIVE_SIZE.get(base or "sd15", NATIVE_SIZE["sd15"])
     if preset_id is not None:
-        if preset_id not in PRESET_IDS:
+        if preset_id not in ALL_PRESET_IDS:
             raise HyperSettingsError(f"Hyper-SD: unknown preset {preset_id!r:.60}; pick one of the accordion's presets")
         rows = {row.base: row for row in rows_for(preset_id)}
         row = rows.get(base or "sd15") or rows.get("any")  # none for this model type: the status line says so

@@ -19,7 +19,7 @@ from modules.call_queue import queue_lock
 
 from hypersd.plan_apply import HyperPlanError, apply_plan
 from hypersd.settings import HyperSettings
-from hypersd.webui import cfg1
+from hypersd.webui import cfg1, profile
 from hypersd.webui.accordion_events import speed_words
 from hypersd.webui.compare_fields import MAIN_FIELDS  # noqa: F401
 
@@ -58,7 +58,7 @@ class _HyperOnlyScripts:
         apply_plan(p, self.plan)
 
     def process_before_every_sampling(self, p, **kwargs):
-        if self.plan is not None:
+        if self.plan is not None and profile.current().cfg1_patch:
             cfg1.install(p, shared.opts)
 
 

@@ -23,7 +23,7 @@ from hypersd.plan import CurrentValues, make_plan
 from hypersd.plan_apply import HyperPlanError, apply_plan
 from hypersd.presets import PRESET_IDS, SAMPLER_CHOICES, preset_titles, presets_by_group
 from hypersd.settings import FIELD_NAMES, FIELDS, HyperSettings, HyperSettingsError
-from hypersd.webui import accordion_events, cfg1, host_state, models_panel
+from hypersd.webui import accordion_events, cfg1, host_state, models_panel, profile
 from hypersd.webui import unet as hyper_unet
 from hypersd.webui.accordion_events import error_status_html
 from hypersd.webui.compare_fields import MAIN_FIELDS, LateWiring
@@ -88,7 +88,7 @@ def _present_copy(entry):
 
 def plan_for(p: Any, settings: HyperSettings):
     """The job's plan, made once."""
-    base = host_state.model_base(shared.sd_model)
+    base = profile.current().model_base(shared.sd_model)
     prompts = list(getattr(p, "all_prompts", None) or [p.prompt])
     hr_prompts = list(getattr(p, "all_hr_prompts", None) or [])
     return make_plan(settings, base, lora_lookup(), prompts, current_values(p), hr_prompts=hr_prompts)
@@ -110,8 +110,9 @@ def _component(spec, is_img2img, elem_id):
         if spec.name == "preset":
             info = "the buttons above set this; see the README's preset table"
             return gr.Dropdown(
-                label=spec.label, choices=list(spec.choices), value=spec.default, elem_id=elem_id, info=info
-            )
+                label=spec.label, choices=list(profile.current().preset_ids), value=spec.default, elem_id=elem_id,
+                info=info,
+            )  # fmt: skip
         if spec.name == "sampler":
             info = "; ".join(f"{c.id}: {c.title}" for c in SAMPLER_CHOICES)
             return gr.Radio(
@@ -165,10 +166,14 @@ class HyperSDScript(scripts.Script):
             components.append(enabled)
             status = gr.HTML(value=status_html_idle(), elem_id=self.elem_id("status"))
             buttons = []
-            for group, ids in presets_by_group().items():
+            runnable = profile.current()
+            titles = preset_titles(runnable.preset_ids)
+            for group, ids in presets_by_group(runnable.bases).items():
+                ids = [i for i in ids if i in titles]
+                if not ids:
+                    continue
                 with gr.Row(elem_classes="hypersd-preset-row"):
                     gr.HTML(f'<span class="hypersd-group">{html.escape(group)}</span>')
-                    titles = preset_titles()
                     for preset_id in ids:
                         btn = gr.Button(
                             titles[preset_id], size="sm", elem_id=self.elem_id(f"preset_{preset_id}"),
@@ -241,7 +246,7 @@ class HyperSDScript(scripts.Script):
     @staticmethod
     def _wire_native_size(button, preset_box, width, height):
         def native_size(w, h, preset_id):
-            return accordion_events.native_size(host_state.model_base(shared.sd_model), w, h, preset_id)
+            return accordion_events.native_size(profile.current().model_base(shared.sd_model), w, h, preset_id)
 
         button.click(fn=guarded(native_size, "Set the native size", message_at=None),
                      inputs=[width, height, preset_box], outputs=[width, height])  # fmt: skip
@@ -314,8 +319,8 @@ class HyperSDScript(scripts.Script):
 
     def process_before_every_sampling(self, p, *args, **kwargs):
         plan = getattr(p, "hypersd_plan", None)
-        if plan is not None and plan.enabled and plan.ok:
-            cfg1.install(p, shared.opts)
+        if plan is not None and plan.enabled and plan.ok and profile.current().cfg1_patch:
+            cfg1.install(p, shared.opts)  # Forge skips the uncond pass at CFG 1 itself
 
 
 def job_settings(p, args) -> HyperSettings:
@@ -350,7 +355,7 @@ def preview_status(settings: HyperSettings) -> str:
     if settings.restore_error:
         return error_status_html(settings.restore_error)
     try:
-        base = host_state.model_base(shared.sd_model)
+        base = profile.current().model_base(shared.sd_model)
     except Exception:  # noqa: BLE001 - no model loaded yet
         base = None
     plan = make_plan(settings, base, host_state.available_loras(), [""], CurrentValues())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypersd.presets import PRESET_IDS
+from hypersd.webui import profile
 
 AXIS_LABEL = "Hyper-SD preset"
 XYZ_ATTR = "hypersd_xyz_preset"
@@ -25,15 +25,17 @@ def find_xyz_module(scripts_data) -> Any:
 
 
 def apply_preset(p, x, xs):
-    if x not in PRESET_IDS:
-        raise RuntimeError(f"Hyper-SD: unknown preset {x!r} on the X/Y/Z axis; known: {', '.join(PRESET_IDS)}")
+    known = profile.current().preset_ids
+    if x not in known:
+        raise RuntimeError(f"Hyper-SD: unknown preset {x!r} on the X/Y/Z axis; known: {', '.join(known)}")
     setattr(p, XYZ_ATTR, x)
 
 
 def confirm_presets(p, xs):
-    unknown = [x for x in xs if x not in PRESET_IDS]
+    known = profile.current().preset_ids
+    unknown = [x for x in xs if x not in known]
     if unknown:
-        raise RuntimeError(f"Hyper-SD: unknown preset(s) {', '.join(unknown)}; known: {', '.join(PRESET_IDS)}")
+        raise RuntimeError(f"Hyper-SD: unknown preset(s) {', '.join(unknown)}; known: {', '.join(known)}")
 
 
 def register_axis(scripts_data):
@@ -44,7 +46,7 @@ def register_axis(scripts_data):
     module.axis_options[:] = [o for o in module.axis_options if getattr(o, "label", None) != AXIS_LABEL]
     option = module.AxisOption(
         AXIS_LABEL, str, apply_preset, format_value=module.format_value, confirm=confirm_presets,
-        choices=lambda: list(PRESET_IDS),
+        choices=lambda: list(profile.current().preset_ids),
     )  # fmt: skip
     module.axis_options.append(option)
 

@@ -1,4 +1,5 @@
-"""The core never imports WebUI (`modules`), gradio, or our adapter; nothing heavy loads at import."""
+"""The core never imports WebUI (`modules`), gradio, or our adapters (A1111's, Forge's); nothing heavy loads at
+import."""
 
 import ast
 import pathlib
@@ -10,6 +11,7 @@ import pytest
 CORE = pathlib.Path(__file__).resolve().parents[1] / "extensions_lib" / "hypersd"
 FORBIDDEN_ROOTS = {"modules", "gradio", "launch", "webui"}
 ADAPTER = "hypersd.webui"
+ADAPTERS = (ADAPTER, "hypersd.forge")  # the Forge adapter sits beside A1111's and reuses it
 
 
 def _imports(path: pathlib.Path):
@@ -28,7 +30,7 @@ def _imports(path: pathlib.Path):
 
 
 def core_files():
-    return [p for p in CORE.rglob("*.py") if "webui" not in p.relative_to(CORE).parts]
+    return [p for p in CORE.rglob("*.py") if not {"webui", "forge"} & set(p.relative_to(CORE).parts)]
 
 
 def test_there_is_a_core_to_check():
@@ -41,7 +43,7 @@ def test_core_never_imports_webui_gradio_or_adapter():
     for path in core_files():
         for name in _imports(path):
             root = name.split(".")[0]
-            if root in FORBIDDEN_ROOTS or name == ADAPTER or name.startswith(ADAPTER + "."):
+            if root in FORBIDDEN_ROOTS or any(name == a or name.startswith(a + ".") for a in ADAPTERS):
                 offenders.append(f"{path.relative_to(CORE)} imports {name}")
     assert offenders == []
 
@@ -72,6 +74,11 @@ def _loaded_after_import(imports: str, forbidden: tuple[str, ...]) -> None:
 
 def test_importing_the_core_loads_no_host_or_training_packages():
     _loaded_after_import("hypersd, hypersd.schedules, hypersd.sampling, hypersd.denoiser", (*HEAVY, "hypersd.webui"))
+
+
+def test_the_forge_adapter_loads_nothing_of_the_host_at_import():
+    """The glue imports hypersd.forge.detect before it knows the host: host modules load only in setup()."""
+    _loaded_after_import("hypersd.forge.detect, hypersd.forge.host_state, hypersd.forge.samplers", HEAVY)
 
 
 def test_the_train_tab_loads_nothing_heavy_at_webui_start():

@@ -138,8 +138,16 @@ def normalize_model_base(model_base: str | None) -> str | None:
     """Model type: "SD1.5", "sd1", "sd15" → "sd15"; "SDXL" → "sdxl"; "sd2", "sd3"; "FLUX.1-dev" → "flux-dev"; anything else
     → None."""
     key = str(model_base or "").strip().lower().replace(".", "").replace("_", "").replace("-", "").replace(" ", "")
-    return {"sd1": "sd15", "sd15": "sd15", "sdxl": "sdxl", "sd2": "sd2", "sd21": "sd2", "sd3": "sd3",
-            "flux1dev": FLUX_BASE, "fluxdev": FLUX_BASE}.get(key)  # fmt: skip  ("flux" alone: dev or schnell?)
+    return {
+        "sd1": "sd15",
+        "sd15": "sd15",
+        "sdxl": "sdxl",
+        "sd2": "sd2",
+        "sd21": "sd2",
+        "sd3": "sd3",
+        "flux1dev": FLUX_BASE,
+        "fluxdev": FLUX_BASE,
+    }.get(key)  # fmt: skip  ("flux" alone: dev or schnell?)
 
 
 def fit_size(width: int, height: int, native: tuple[int, int], multiple: int = 64) -> tuple[int, int]:

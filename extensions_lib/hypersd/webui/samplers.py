@@ -110,7 +110,7 @@ def make_tcd_sampler_class(kdiffusion_sampler_base: type) -> type:
     return HyperSDTCDSampler
 
 
-def _clear_sampler_cache(host) -> None:
+def clear_sampler_cache(host) -> None:
     cached = getattr(host.sd_samplers, "get_sampler_and_scheduler", None)
     if cached is not None and hasattr(cached, "cache_clear"):
         cached.cache_clear()
@@ -133,26 +133,31 @@ def check_schedule_names(host, specs=SCHEDULES) -> None:
                 raise RuntimeError(f"Hyper-SD: schedule name {word!r} is already taken by another schedule")
 
 
+def tcd_sampler_data(host) -> Any:
+    """The host's ``SamplerData`` of our TCD sampler (its default schedule: TCD)."""
+    cls = make_tcd_sampler_class(host.sd_samplers_kdiffusion.KDiffusionSampler)
+    return host.sd_samplers_common.SamplerData(
+        TCD_SAMPLER_NAME, lambda model: cls(model), list(TCD_SAMPLER_ALIASES), {"scheduler": TCD_SCHEDULE.name}
+    )
+
+
 def register_tcd_sampler(host) -> Any:
     """Append the TCD sampler; returns its undo function."""
     sd_samplers = host.sd_samplers
-    cls = make_tcd_sampler_class(host.sd_samplers_kdiffusion.KDiffusionSampler)
-    data = host.sd_samplers_common.SamplerData(
-        TCD_SAMPLER_NAME, lambda model: cls(model), list(TCD_SAMPLER_ALIASES), {"scheduler": TCD_SCHEDULE.name}
-    )
+    data = tcd_sampler_data(host)
     # A stale entry (an earlier load whose unload callback never ran) is replaced, not duplicated.
     sd_samplers.all_samplers[:] = [s for s in sd_samplers.all_samplers if s.name != TCD_SAMPLER_NAME]
     sd_samplers.all_samplers.append(data)
     sd_samplers.all_samplers_map[TCD_SAMPLER_NAME] = data
     sd_samplers.set_samplers()
-    _clear_sampler_cache(host)
+    clear_sampler_cache(host)
 
     def undo():
         sd_samplers.all_samplers[:] = [s for s in sd_samplers.all_samplers if s is not data]
         if sd_samplers.all_samplers_map.get(TCD_SAMPLER_NAME) is data:
             del sd_samplers.all_samplers_map[TCD_SAMPLER_NAME]
         sd_samplers.set_samplers()
-        _clear_sampler_cache(host)
+        clear_sampler_cache(host)
 
     return undo
 
@@ -172,14 +177,14 @@ def register_schedules(host, specs=SCHEDULES) -> Any:
         for key in (spec.name, spec.label):
             sd_schedulers.schedulers_map[key] = entry
         added.append(entry)
-    _clear_sampler_cache(host)
+    clear_sampler_cache(host)
 
     def undo():
         sd_schedulers.schedulers[:] = [s for s in sd_schedulers.schedulers if all(s is not a for a in added)]
         for key, value in list(sd_schedulers.schedulers_map.items()):
             if any(value is a for a in added):
                 del sd_schedulers.schedulers_map[key]
-        _clear_sampler_cache(host)
+        clear_sampler_cache(host)
 
     return undo
 
@@ -210,13 +215,14 @@ def register_gamma_option(host) -> Any:
     return undo
 
 
-def register_all(host, changes: HostChanges) -> list[str]:
-    """Apply every sampler-related host change once; returns the names applied now."""
+def register_all(host, changes: HostChanges, register_sampler=register_tcd_sampler) -> list[str]:
+    """Apply every sampler-related host change once; returns the names applied now (Forge passes its own
+    ``register_sampler``, :func:`hypersd.forge.samplers.register_tcd_sampler`)."""
     applied = []
     for name, fn in (
         ("option:" + GAMMA_OPTION, register_gamma_option),
         ("schedules", register_schedules),
-        ("sampler:" + TCD_SAMPLER_NAME, register_tcd_sampler),
+        ("sampler:" + TCD_SAMPLER_NAME, register_sampler),
     ):
         if changes.apply(name, lambda fn=fn: fn(host)):
             applied.append(name)

@@ -21,14 +21,16 @@ def setup() -> None:
     register_models(script_callbacks)
 
 
-def register_models(script_callbacks) -> None:
-    """The "Hyper-SD Models" and "Hyper-SD Train" tabs, our API route and the 1-step UNet in the "SD Unet" list."""
+def register_models(script_callbacks, with_unet: bool = True) -> None:
+    """The "Hyper-SD Models" and "Hyper-SD Train" tabs, our API route and (``with_unet``) the 1-step UNet in the
+    "SD Unet" list."""
     from hypersd.webui import api_routes, models_panel, train_tab, unet
 
     api_routes.register(script_callbacks)
     models_panel.register(script_callbacks)
     train_tab.register(script_callbacks)
-    unet.register(CHANGES, script_callbacks)
+    if with_unet:
+        unet.register(CHANGES, script_callbacks)
 
 
 def register_xyz_axis() -> None:

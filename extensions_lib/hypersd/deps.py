@@ -51,6 +51,18 @@ def installed_distributions() -> dict[str, str]:
     return found
 
 
+def environment_note(host_name: str, python: str, missing: list[str]) -> str:
+    """The Train tab's line saying where the engine runs: the host's own venv, with what it still lacks."""
+    where = f"The engine runs in a subprocess with {host_name}'s own Python environment (`{python}`)"
+    if not missing:
+        return f"{where}; its packages are there, and the extension's installer changed none of the host's."
+    return (
+        f"{where}, which lacks {', '.join(missing)}: restart {host_name} once so that the extension's install.py "
+        "adds them (pinned around every installed package, so torch, gradio, pydantic, transformers and diffusers "
+        "stay as they are), or install them by hand."
+    )
+
+
 def pip_command(requirements: list[str], constraints_file: str) -> str:
     """The arguments for WebUI's ``launch.run_pip`` (it runs them through the shell)."""
     quoted = " ".join(f'"{req}"' for req in requirements)

@@ -213,6 +213,17 @@ def report_html(path: Any) -> str:
 # ------------------------------------------------------------------------------------------------ gradio
 
 
+def engine_environment(python: str) -> str:
+    """Which environment the engine runs in (A1111's or Forge's venv), and what it still lacks there."""
+    import importlib.util
+
+    from hypersd import deps
+    from hypersd.webui import profile
+
+    found = {module: importlib.util.find_spec(module) is not None for module in deps.TRAIN_REQUIREMENTS}
+    return deps.environment_note(profile.current().name, python, deps.missing_requirements(found))
+
+
 def create_tab():
     """``on_ui_tabs`` callback: [(blocks, title, elem_id)]."""
     import gradio as gr
@@ -232,6 +243,7 @@ def create_tab():
                     "separate process; WebUI's model leaves the GPU while it runs and comes back after. A quality "
                     "report measures every LoRA at the end and writes its best settings into it."
                 )
+                gr.Markdown(engine_environment(host.python()), elem_id=f"{TAB_ID}_environment")
                 with gr.Row():
                     checkpoint = gr.Dropdown(
                         choices=list(host.checkpoints()), value=defaults.checkpoint, label="Checkpoint to distill",

@@ -174,3 +174,23 @@ def test_an_sd_preset_on_forges_flux_engine_is_refused():
     base = forge_profile().model_base(Flux(dev=True))
     plan = make_plan(HyperSettings(enabled=True), base, {}, ["x"], CurrentValues())
     assert isinstance(plan.refusals[0], plan_outcomes.PresetForOtherModelFamily)
+
+
+def test_the_xyz_axis_takes_the_presets_of_the_running_host():
+    from hypersd.webui import xyz
+
+    p = SimpleNamespace()
+    try:
+        xyz.confirm_presets(p, ["hyper-flux-8step"])
+    except RuntimeError as error:
+        assert "unknown preset(s) hyper-flux-8step" in str(error)  # A1111: no Flux on the axis
+    else:
+        raise AssertionError("A1111's axis took a Flux preset")
+    changes = HostChanges()
+    profile.use(forge_profile(), changes)
+    try:
+        xyz.confirm_presets(p, ["hyper-flux-8step", "hyper-4step"])
+        xyz.apply_preset(p, "hyper-flux-8step", [])
+        assert getattr(p, xyz.XYZ_ATTR) == "hyper-flux-8step"
+    finally:
+        changes.undo_all()

@@ -194,3 +194,9 @@ def test_the_xyz_axis_takes_the_presets_of_the_running_host():
         assert getattr(p, xyz.XYZ_ATTR) == "hyper-flux-8step"
     finally:
         changes.undo_all()
+
+
+def test_a_preset_forge_does_not_offer_is_refused_with_the_ones_it_does():
+    forge = forge_profile()
+    message = plan_outcomes.render(plan_outcomes.PresetNotOnHost("hyper-sdxl-1step-unet", forge.name, forge.preset_ids))
+    assert "does not run in Stable Diffusion WebUI Forge yet" in message and "hyper-flux-8step" in message

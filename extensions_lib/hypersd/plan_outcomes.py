@@ -113,6 +113,15 @@ class PresetForOtherModelFamily(Refusal):
 
 
 @dataclasses.dataclass(frozen=True)
+class PresetNotOnHost(Refusal):
+    """A preset this WebUI cannot run (the 1-step UNet preset in Forge), asked for by the API or a paste."""
+
+    preset_id: str
+    host: str
+    offered: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class MissingLora(Refusal):
     """The preset's LoRA is not in the Lora folder under any name, alias or (for catalog files) hash."""
 
@@ -257,6 +266,9 @@ _RENDER: dict[type, Callable] = {
         "load a model of the preset's type or pick another preset"
     ),
     PresetForOtherModelFamily: _other_family,
+    PresetNotOnHost: lambda o: (
+        f"the preset {o.preset_id!r} does not run in {o.host} yet; pick another one: {', '.join(o.offered)}"
+    ),
     MissingLora: _missing_lora,
     LoraForOtherModel: lambda o: (
         f"the LoRA {o.lora} is for {_label(o.lora_base)} but the loaded model is "

@@ -21,6 +21,7 @@ from hypersd.lora_metadata import has_hypersd_metadata
 from hypersd.loras import LoraLookup
 from hypersd.plan import CurrentValues, make_plan
 from hypersd.plan_apply import HyperPlanError, apply_plan
+from hypersd.plan_outcomes import PresetNotOnHost, render
 from hypersd.presets import PRESET_IDS, SAMPLER_CHOICES, preset_titles, presets_by_group
 from hypersd.settings import FIELD_NAMES, FIELDS, HyperSettings, HyperSettingsError
 from hypersd.webui import accordion_events, cfg1, host_state, models_panel, profile
@@ -279,6 +280,7 @@ class HyperSDScript(scripts.Script):
         except HyperSettingsError:
             return  # process() refuses with the message
         unet_preset = settings.enabled and not settings.restore_error and settings.preset == hyper_unet.PRESET_ID
+        unet_preset = unet_preset and hyper_unet.PRESET_ID not in profile.current().hidden_presets
         if unet_preset and hyper_unet.preset_problem(shared.sd_model, models_panel.get_manager()) is None:
             hyper_unet.select_for(p, shared.opts)
 
@@ -292,6 +294,10 @@ class HyperSDScript(scripts.Script):
             return
         if settings.restore_error:
             refuse(p, settings.restore_error)
+            return
+        host = profile.current()
+        if settings.preset in host.hidden_presets:
+            refuse(p, render(PresetNotOnHost(settings.preset, host.name, host.preset_ids)))
             return
         if settings.preset == hyper_unet.PRESET_ID:
             problem = hyper_unet.preset_problem(shared.sd_model, models_panel.get_manager())

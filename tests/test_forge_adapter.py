@@ -11,7 +11,7 @@ from tiny_models import TinyEpsModel
 from webui_standin import make_host
 
 from hypersd import plan_outcomes, schedules
-from hypersd.catalog import FLUX_BASE
+from hypersd.catalog import CATALOG, FLUX_BASE, FLUX_CATALOG
 from hypersd.denoiser import EpsDenoiser
 from hypersd.forge import host_state
 from hypersd.forge.detect import is_forge
@@ -143,6 +143,7 @@ def test_forge_offers_the_flux_presets_and_leaves_cfg1_to_its_backend():
     assert [i for i in forge.preset_ids if i in PRESET_IDS] == [i for i in PRESET_IDS if i != "hyper-sdxl-1step-unet"]
     assert not forge.cfg1_patch and profile.A1111.cfg1_patch
     assert profile.A1111.preset_ids == PRESET_IDS  # A1111's accordion: unchanged, no Flux buttons
+    assert profile.A1111.catalog == CATALOG and forge.catalog == CATALOG + FLUX_CATALOG  # the Models tab's files
 
 
 def test_the_forge_profile_is_undone_on_unload():

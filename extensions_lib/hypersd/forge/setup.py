@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 
-from hypersd.catalog import BASES, FLUX_BASE
+from hypersd.catalog import ALL_CATALOG, BASES, FLUX_BASE
 from hypersd.forge import host_state
 from hypersd.forge.samplers import register_all
 from hypersd.webui import profile
@@ -35,6 +35,7 @@ FORGE = profile.HostProfile(
     host_state.model_base,
     cfg1_patch=False,
     hidden_presets=(UNET_PRESET,),
+    catalog=ALL_CATALOG,
 )
 
 

@@ -100,8 +100,11 @@ def get_manager() -> DownloadManager:
 
             holder: list[DownloadManager] = []
             # endpoint/token None: HF_ENDPOINT, HF_TOKEN (or the stored login) and proxies come from the environment.
+            from hypersd.webui import profile
+
             manager = DownloadManager(
                 target,
+                catalog=profile.current().catalog,  # Forge's also lists the Hyper-FLUX files
                 search_dirs=search,
                 hash_cache=HashCache(HASHES_FILE),
                 on_progress=lambda snapshot: on_job_event(snapshot, holder[0]),

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from hypersd.catalog import BASES
+from hypersd.catalog import BASES, CATALOG, CatalogEntry
 from hypersd.presets import preset_ids_for
 from hypersd.webui import host_state
 from hypersd.webui.host import HostChanges
@@ -26,6 +26,7 @@ class HostProfile:
     model_base: Callable[[Any], str | None]  # shared.sd_model -> "sd15" / "sdxl" / "flux-dev" / ...
     cfg1_patch: bool  # install hypersd.webui.cfg1 (the host always runs the uncond pass)
     hidden_presets: tuple[str, ...] = ()  # presets this host cannot run although their model type runs
+    catalog: tuple[CatalogEntry, ...] = CATALOG  # the files of the Models tab and of recognition by hash
 
     @property
     def preset_ids(self) -> tuple[str, ...]:

@@ -172,7 +172,8 @@ def test_placeholders_and_a_single_point():
 
 def test_draws_with_pillow_95_bitmap_font(monkeypatch):
     """WebUI 1.10 ships Pillow 9.5, whose default font is a Latin-1 bitmap font: every text must draw with it."""
-    monkeypatch.setattr(lossplot, "_font", ImageFont.load_default_imagefont)
+    # Pillow >= 10.1 keeps that font as load_default_imagefont(); before that (9.5 itself) load_default() is it
+    monkeypatch.setattr(lossplot, "_font", getattr(ImageFont, "load_default_imagefont", ImageFont.load_default))
     img = render_loss_plot([(1, 100.0, 8), (2, 1.0, 4), (3, math.inf, 4)], stage_ends=[(8, 1)], width=W, height=H)
     assert ink_columns(img, (0, lossplot.MARGIN_TOP - 6)).size > 20
     assert ink_columns(render_loss_plot([(1, math.nan, 8)], width=W, height=H), (H // 2 - 10, H // 2 + 25)).size > 20

@@ -3,8 +3,10 @@
 The real check is a run in a real Forge (README, "Works in"); these pin what our code relies on.
 """
 
+import re
 from types import SimpleNamespace
 
+import pytest
 import torch
 from forge_standin import Flux, ForgeScheduleLinker, Prediction, StableDiffusion, make_forge_host
 from tiny_models import TinyEpsModel
@@ -24,7 +26,17 @@ from hypersd.sampling import sample_tcd
 from hypersd.settings import HyperSettings
 from hypersd.webui import profile
 from hypersd.webui.host import HostChanges
-from hypersd.webui.samplers import GAMMA_DEFAULT, GAMMA_INFOTEXT, SCHEDULES, make_schedule_function
+from hypersd.webui.samplers import (
+    GAMMA_DEFAULT,
+    GAMMA_INFOTEXT,
+    SCHEDULES,
+    make_schedule_function,
+    refuse_flow_model,
+    webui_sample_tcd,
+)
+
+ON = HyperSettings(enabled=True)
+FLUX_LORAS = {n: LoraInfo(n) for n in ("Hyper-FLUX.1-dev-8steps-lora", "Hyper-FLUX.1-dev-16steps-lora")}
 
 
 def names(host):
@@ -201,3 +213,55 @@ def test_a_preset_forge_does_not_offer_is_refused_with_the_ones_it_does():
     forge = forge_profile()
     message = plan_outcomes.render(plan_outcomes.PresetNotOnHost("hyper-sdxl-1step-unet", forge.name, forge.preset_ids))
     assert "does not run in Stable Diffusion WebUI Forge yet" in message and "hyper-flux-8step" in message
+
+
+# ------------------------------------------------------------------------------------------------ flow models
+
+
+def flux_sigmas(mu=1.15, n=10000):
+    """backend/modules/k_prediction.py ``PredictionFlux``: arange(1, n+1)/n, shifted by diffusers' time_shift(mu, 1)."""
+    t = torch.arange(1, n + 1) / n
+    return torch.exp(torch.tensor(mu)) / (torch.exp(torch.tensor(mu)) + (1 / t - 1))
+
+
+def test_tcd_and_our_schedules_refuse_forges_flux_with_what_to_use():
+    linker = ForgeScheduleLinker(Prediction(flux_sigmas()), sd_model=Flux())
+    for spec in SCHEDULES:
+        with pytest.raises(
+            RuntimeError, match=re.escape(f"the {spec.label} schedule is for SD1.5/SDXL") + ".*Euler with the Simple"
+        ):
+            make_schedule_function(spec)(4, inner_model=linker)
+
+    class CFGDenoiser:
+        inner_model = linker
+
+        def __call__(self, x, sigma, **kw):
+            raise AssertionError("the model must not run")
+
+    x = torch.randn(1, 4, 6, 5)
+    with pytest.raises(RuntimeError, match="the TCD sampler is for SD1.5/SDXL-type models.*flow-matching"):
+        webui_sample_tcd(CFGDenoiser(), x, torch.tensor([1.0, 0.5, 0.0]), noise_sampler=lambda *_: torch.zeros_like(x))
+
+
+def test_an_sd_sigma_table_is_not_taken_for_a_flow_model():
+    den = EpsDenoiser(TinyEpsModel(), schedules.alphas_cumprod())
+    refuse_flow_model(den.sigmas, "TCD")  # SD1.5's table: σ up to ≈ 14.6
+    with pytest.raises(RuntimeError):
+        refuse_flow_model(flux_sigmas(mu=0.5), "TCD")
+
+
+def test_a_typed_hyper_flux_tag_configures_like_its_button():
+    typed = make_plan(ON, FLUX_BASE, FLUX_LORAS, ["a cat <lora:Hyper-FLUX.1-dev-8steps-lora:0.12>"], CurrentValues())
+    button = make_plan(
+        ON.replace(preset="hyper-flux-8step", weight=0.12), FLUX_BASE, FLUX_LORAS, ["a cat"], CurrentValues()
+    )
+    assert typed.ok and button.ok
+    for field in ("sampler_name", "scheduler", "steps", "cfg_scale", "distilled_cfg_scale", "lora_name", "lora_weight"):
+        assert getattr(typed, field) == getattr(button, field), field
+    assert (typed.steps, typed.distilled_cfg_scale, typed.lora_weight) == (8, 3.5, 0.12)
+
+
+def test_a_typed_hyper_flux_tag_on_an_sd_model_is_refused():
+    result = make_plan(ON, "sd15", FLUX_LORAS, ["a cat <lora:hyper-flux.1-dev-16steps:0.125>"], CurrentValues())
+    assert [type(r) for r in result.refusals] == [plan_outcomes.TagForOtherModel]
+    assert "is a FLUX.1-dev LoRA but the loaded model is SD1.5" in result.errors[0]

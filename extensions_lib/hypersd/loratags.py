@@ -8,7 +8,7 @@ one ``=`` is named (``te=``, ``unet=``, ``dyn=``).  As in the built-in Lora exte
 (``extra_networks_lora.py``): TE weight = 2nd positional (default 1), UNet weight = 3rd
 positional (default: the TE weight), named ``te``/``unet`` override them.
 
-Names map to the files of :data:`hypersd.presets.PRESETS` through a normalised key
+Names map to the files of :data:`hypersd.presets.ALL_PRESETS` through a normalised key
 (case-insensitive; extension, punctuation, a trailing "lora" ignored; "steps" = "step"), so
 ``Hyper-SDXL-4step``, ``Hyper-SDXL-4steps-lora`` and ``hyper_sdxl_4steps.safetensors`` are one
 file, plus the known renamed copies each catalog entry lists (``CatalogEntry.aliases``).
@@ -21,7 +21,7 @@ import functools
 import re
 
 from hypersd.catalog import entry_for_local_file
-from hypersd.presets import PRESETS, strip_extension
+from hypersd.presets import ALL_PRESETS, strip_extension
 
 #: ``modules/extra_networks.py`` v1.10.1: ``re_extra_net = re.compile(r"<(\w+):([^>]+)>")``.
 RE_EXTRA_NET = re.compile(r"<(\w+):([^>]+)>")
@@ -59,7 +59,7 @@ class KnownLora:
 
 def _known_loras() -> dict[str, KnownLora]:
     by_file: dict[str, KnownLora] = {}
-    for row in PRESETS:
+    for row in ALL_PRESETS:
         if row.lora_file is None:
             continue
         known = by_file.get(row.lora_file)

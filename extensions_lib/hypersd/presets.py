@@ -21,72 +21,23 @@ from collections.abc import Mapping
 
 from hypersd.catalog import BASES, FLUX_BASE, CatalogEntry, get_entry
 from hypersd.lora_metadata import read_recipe
+from hypersd.preset_types import (  # noqa: F401  (re-exported: the preset table's vocabulary)
+    BASE_LABELS,
+    GROUP_CFG,
+    GROUP_DISTILLED,
+    GROUP_FLUX,
+    GROUP_HOUSE,
+    GROUP_NSTEP,
+    GROUP_PEERS,
+    GROUP_UNET,
+    GROUP_UNIFIED,
+    NATIVE_SIZE,
+    FluxPreset,
+    HyperPreset,
+    strip_extension,
+)
+from hypersd.presets_flux import FLUX_PRESETS
 from hypersd.sampler_names import TCD_DEFAULT_GAMMA, TCD_SAMPLER
-
-BASE_LABELS = {"sd15": "SD1.5", "sdxl": "SDXL", "sd2": "SD2", "sd3": "SD3", FLUX_BASE: "FLUX.1-dev"}
-#: FLUX.1-dev: 1024² is diffusers' FluxPipeline default size (default_sample_size 128 × VAE factor 8).
-NATIVE_SIZE = {"sd15": (512, 512), "sdxl": (1024, 1024), FLUX_BASE: (1024, 1024)}
-
-GROUP_NSTEP = "Hyper-SD N-step LoRA"
-GROUP_CFG = "Hyper-SD CFG-preserving LoRA"
-GROUP_UNIFIED = "Hyper-SD unified 1-step LoRA + TCD"
-GROUP_UNET = "Hyper-SDXL 1-step UNet"
-GROUP_PEERS = "Peers"
-GROUP_HOUSE = "House model, no LoRA"
-GROUP_DISTILLED = "Our distilled LoRA"
-GROUP_FLUX = "Hyper-FLUX.1-dev LoRA"
-
-
-@dataclasses.dataclass(frozen=True)
-class HyperPreset:
-    """One recommended recipe for one base model.
-
-    ``weight_range``, ``steps_range`` and ``cfg_range`` are the recommended ranges: a value
-    outside them is allowed but warned about.  ``lora_file`` is None for presets without a
-    LoRA (a full checkpoint or UNet, or the house model); ``model_file`` then names the
-    checkpoint/UNet the preset expects to be loaded (None: any).
-    """
-
-    id: str
-    base: str  # "sd15" | "sdxl" | "any"
-    group: str
-    title: str
-    lora_file: str | None
-    weight: float
-    weight_range: tuple[float, float]
-    sampler: str  # WebUI sampler name
-    scheduler: str  # WebUI schedule label
-    steps: int
-    steps_range: tuple[int, int]
-    cfg: float  # WebUI convention: 1 = no guidance
-    cfg_range: tuple[float, float]
-    uses_cfg: bool  # CFG > ~2 and negative prompts do something useful
-    size: tuple[int, int]  # native (width, height)
-    gamma: float | None  # TCD gamma; None unless the sampler is TCD
-    hires_steps: int  # advised hires-fix second-pass steps
-    hires_denoise: float  # advised hires-fix / img2img denoising strength
-    source: str
-    catalog_id: str | None = None  # the catalog entry of the file this row uses (LoRA, checkpoint or UNet)
-    model_file: str | None = None  # the checkpoint/UNet to be loaded: the catalog entry's local name
-    sampler_choices: tuple[str, ...] = ()  # ids of SAMPLER_CHOICES this row accepts (empty: fixed)
-    note: str = ""
-
-    @property
-    def catalog_entry(self) -> CatalogEntry | None:
-        return get_entry(self.catalog_id) if self.catalog_id else None
-
-    @property
-    def lora_stem(self) -> str | None:
-        """The name WebUI's ``<lora:NAME>`` uses: the file name without extension."""
-        return strip_extension(self.lora_file) if self.lora_file else None
-
-
-@dataclasses.dataclass(frozen=True)
-class FluxPreset(HyperPreset):
-    """A FLUX.1-dev row: Flux dev is guidance-distilled, so its "guidance" is Forge's ``p.distilled_cfg_scale``
-    (a model input), not CFG; the CFG scale stays 1 (no unconditional pass)."""
-
-    guidance: float = 3.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,38 +338,11 @@ PRESETS: tuple[HyperPreset, ...] = (
 )
 
 
-def _flux(n: int) -> FluxPreset:
-    entry_id = f"hyper-flux.1-dev-{n}steps-lora"
-    return FluxPreset(
-        id=f"hyper-flux-{n}step", base=FLUX_BASE, group=GROUP_FLUX, title=f"Hyper-FLUX {n}-step",
-        lora_file=_local(entry_id), weight=0.125, weight_range=(0.1, 0.15), sampler="Euler", scheduler="Simple",
-        steps=n, steps_range=(n, n), cfg=1.0, cfg_range=(1.0, 1.0), uses_cfg=False, size=NATIVE_SIZE[FLUX_BASE],
-        gamma=None, hires_steps=n // 2, hires_denoise=0.5, catalog_id=entry_id, guidance=3.5,
-        source=(
-            "official model card (ByteDance/Hyper-SD README, news of Aug 26 2024: 8- and 16-step FLUX.1-dev LoRAs, "
-            "'LoRA scales around 0.125', 'guidance scale could be kept on 3.5'); Euler: diffusers' FluxPipeline "
-            "samples with the flow-matching Euler scheduler; Simple: Forge's own Flux default schedule "
-            "(modules/processing_scripts/sampler.py, flux_t2i_scheduler); CFG 1 (no negative pass), weight range "
-            "0.1-0.15, hires advice: our choice"
-        ),
-    )  # fmt: skip
-
-
-#: Rows for FLUX.1-dev models, which only Forge runs: kept apart from :data:`PRESETS` (A1111's accordion).
-FLUX_PRESETS: tuple[FluxPreset, ...] = tuple(_flux(n) for n in (8, 16))
-
 PRESET_IDS: tuple[str, ...] = tuple(dict.fromkeys(p.id for p in PRESETS))
 FLUX_PRESET_IDS: tuple[str, ...] = tuple(p.id for p in FLUX_PRESETS)
 ALL_PRESETS: tuple[HyperPreset, ...] = PRESETS + FLUX_PRESETS
 ALL_PRESET_IDS: tuple[str, ...] = PRESET_IDS + FLUX_PRESET_IDS
 DEFAULT_PRESET = "hyper-4step"
-
-
-def strip_extension(file_name: str) -> str:
-    for ext in (".safetensors", ".ckpt", ".pt", ".bin"):
-        if file_name.lower().endswith(ext):
-            return file_name[: -len(ext)]
-    return file_name
 
 
 def rows_for(preset_id: str) -> tuple[HyperPreset, ...]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from hypersd import schedules
 from hypersd.sampler_names import HYPER_1STEP, TCD_DEFAULT_GAMMA, TCD_SAMPLER, TCD_SCHEDULE, TRAILING
-from hypersd.sampling import sample_tcd
+from hypersd.sampling import find_schedule, sample_tcd
 from hypersd.webui.host import HostChanges
 
 TCD_SAMPLER_NAME = TCD_SAMPLER
@@ -71,6 +71,20 @@ def per_timestep_sigmas(inner_model: Any):
     return table
 
 
+#: The largest sigma of a rectified-flow model's table (Forge's FLUX: x_t = (1 - σ)·x0 + σ·noise, σ in (0, 1]); every
+#: SD1.5/SDXL table (ε or v prediction, σ = √((1 − ᾱ)/ᾱ)) goes far above it (σ_max ≈ 14.6).
+FLOW_SIGMA_MAX = 1.0
+
+
+def refuse_flow_model(table: Any, what: str) -> None:
+    """Our schedules sit on a 1000-step ᾱ grid and TCD re-noises as x0 + σ·noise: both are wrong for a flow model."""
+    if table is not None and len(table) and float(table.max()) <= FLOW_SIGMA_MAX:
+        raise RuntimeError(
+            f"Hyper-SD: {what} is for SD1.5/SDXL-type models; the loaded model is a flow-matching model (FLUX): use "
+            "Euler with the Simple schedule (what the Hyper-FLUX presets set)"
+        )
+
+
 def make_schedule_function(spec: ScheduleSpec):
     """A WebUI schedule: ``fn(n, sigma_min, sigma_max, inner_model, device)`` → n+1 sigmas ending in 0."""
 
@@ -78,6 +92,7 @@ def make_schedule_function(spec: ScheduleSpec):
         if inner_model is None:
             raise RuntimeError(f"Hyper-SD: the {spec.label} schedule needs the model's sigma table (inner_model)")
         table = per_timestep_sigmas(inner_model)
+        refuse_flow_model(table, f"the {spec.label} schedule")
         sigmas = schedules.timesteps_to_sigmas(spec.timesteps(int(n), len(table)), table)
         return sigmas.to(device) if device is not None else sigmas
 
@@ -89,6 +104,7 @@ def webui_sample_tcd(
     model, x, sigmas, extra_args=None, callback=None, disable=None, eta=GAMMA_DEFAULT, noise_sampler=None
 ):
     """TCD with WebUI's seeded noise (k-diffusion's ``default_noise_sampler``, which WebUI hijacks)."""
+    refuse_flow_model(getattr(find_schedule(model), "sigmas", None), "the TCD sampler")
     if noise_sampler is None:
         import k_diffusion.sampling as kds  # the host's k-diffusion, imported only inside WebUI
 

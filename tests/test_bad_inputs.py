@@ -73,6 +73,9 @@ class Host:
     def python(self):
         return sys.executable
 
+    def tokenizer_dir(self):
+        return getattr(self, "tokenizer", None)
+
 
 def train_values(**changes):
     form = TrainForm(checkpoint="house.safetensors [abc]", data="/nonexistent/data")

@@ -265,3 +265,36 @@ def test_a_typed_hyper_flux_tag_on_an_sd_model_is_refused():
     result = make_plan(ON, "sd15", FLUX_LORAS, ["a cat <lora:hyper-flux.1-dev-16steps:0.125>"], CurrentValues())
     assert [type(r) for r in result.refusals] == [plan_outcomes.TagForOtherModel]
     assert "is a FLUX.1-dev LoRA but the loaded model is SD1.5" in result.errors[0]
+
+
+# ------------------------------------------------------------------------------------------------ Train tab
+
+
+def test_forge_hands_the_engine_the_tokenizers_it_ships(tmp_path):
+    """Forge keeps CLIP's tokenizers under backend/huggingface/ (no HF cache): a single-file run gets them."""
+    from hypersd.train.tab_form import TrainForm, request_from_form
+    from hypersd.webui.train_host import shipped_tokenizer_dir
+
+    rel = forge_profile().tokenizer_dir
+    assert shipped_tokenizer_dir(str(tmp_path), rel) is None  # not there (a trimmed install): the HF cache, as before
+    folder = tmp_path / rel / "tokenizer"
+    folder.mkdir(parents=True)
+    (folder / "vocab.json").write_text("{}")
+    assert shipped_tokenizer_dir(str(tmp_path), rel) == str(tmp_path / rel)
+    assert profile.A1111.tokenizer_dir is None and shipped_tokenizer_dir(str(tmp_path), None) is None
+
+    class Host:
+        def checkpoints(self):
+            return {"house [abc]": "/m/house.safetensors"}
+
+        def lora_dir(self):
+            return tmp_path / "Lora"
+
+        def work_dir(self):
+            return tmp_path / "work"
+
+        def tokenizer_dir(self):
+            return shipped_tokenizer_dir(str(tmp_path), rel)
+
+    request = request_from_form(Host(), TrainForm(checkpoint="house [abc]", data="prompts.txt"))
+    assert request.tokenizer == str(tmp_path / rel)

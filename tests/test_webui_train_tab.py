@@ -42,6 +42,9 @@ class FakeHost:
     def python(self):
         return sys.executable
 
+    def tokenizer_dir(self):
+        return getattr(self, "tokenizer", None)
+
     def refresh_loras(self):
         return "refreshed"
 

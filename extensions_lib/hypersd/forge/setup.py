@@ -36,6 +36,9 @@ FORGE = profile.HostProfile(
     cfg1_patch=False,
     hidden_presets=(UNET_PRESET,),
     catalog=ALL_CATALOG,
+    # Forge ships its tokenizers instead of fetching them into the HF cache; SDXL's tokenizer/ is CLIP ViT-L's, the
+    # same files as SD1.5's (runwayml/stable-diffusion-v1-5/tokenizer), and tokenizer_2/ is SDXL's second ("!" pad).
+    tokenizer_dir="backend/huggingface/stabilityai/stable-diffusion-xl-base-1.0",
 )
 
 

@@ -90,6 +90,7 @@ def request_from_form(host: Any, form: TrainForm) -> TrainRequest:
         preset=TRAINING_PRESETS[form.preset],
         settings=settings,
         gpus=str(form.gpus or "").strip(),
+        tokenizer=host.tokenizer_dir(),
     )
 
 

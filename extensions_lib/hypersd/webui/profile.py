@@ -27,6 +27,9 @@ class HostProfile:
     cfg1_patch: bool  # install hypersd.webui.cfg1 (the host always runs the uncond pass)
     hidden_presets: tuple[str, ...] = ()  # presets this host cannot run although their model type runs
     catalog: tuple[CatalogEntry, ...] = CATALOG  # the files of the Models tab and of recognition by hash
+    #: a folder the host ships with the CLIP tokenizers (tokenizer/, tokenizer_2/), relative to the WebUI folder: the
+    #: engine needs them for single-file checkpoints.  None: the engine looks in the local Hugging Face cache.
+    tokenizer_dir: str | None = None
 
     @property
     def preset_ids(self) -> tuple[str, ...]:

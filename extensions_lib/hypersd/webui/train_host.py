@@ -55,6 +55,14 @@ class WebUIHost:
     def python(self) -> str:
         return sys.executable
 
+    def tokenizer_dir(self) -> str | None:
+        """The host's own tokenizer files for single-file checkpoints (Forge ships them), else None."""
+        from modules import paths
+
+        from hypersd.webui import profile
+
+        return shipped_tokenizer_dir(paths.script_path, profile.current().tokenizer_dir)
+
     def refresh_loras(self) -> str:
         from hypersd.webui.models_panel import refresh_lists
 
@@ -62,6 +70,14 @@ class WebUIHost:
 
     def hooks(self, *, free_vram: bool, compare: dict[str, Any] | None) -> Hooks:
         return WebUIHooks(free_vram=free_vram, compare=compare)
+
+
+def shipped_tokenizer_dir(webui_dir: str, relative: str | None) -> str | None:
+    """``webui_dir/relative`` when it holds ``tokenizer/vocab.json`` (an older or trimmed host may not)."""
+    if relative is None:
+        return None
+    folder = pathlib.Path(webui_dir) / relative
+    return str(folder) if (folder / "tokenizer" / "vocab.json").is_file() else None
 
 
 def _loaded_model() -> Any:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from hypersd import loratags
-from hypersd.catalog import CatalogEntry
+from hypersd.catalog import FLUX_BASE, CatalogEntry
 from hypersd.lora_metadata import base_from_model_version, has_hypersd_metadata, recipe_base
 from hypersd.presets import strip_extension
 from hypersd.train.layout import is_stage_lora_name
@@ -55,7 +55,7 @@ class LoraInfo:
             name=net.name,
             alias=getattr(net, "alias", "") or "",
             path=getattr(net, "filename", "") or "",
-            base={"SDXL": "sdxl", "SD2": "sd2", "Flux": "flux-dev"}.get(version),  # "Flux": Forge's SdVersion only
+            base={"SDXL": "sdxl", "SD2": "sd2", "Flux": FLUX_BASE}.get(version),  # "Flux": Forge's SdVersion only
             metadata=metadata,
             hash=getattr(net, "hash", "") or "",
             sha256=sha256,

@@ -381,8 +381,7 @@ def make_plan(
         size_fix=size_fix,
         cautions=(*_value_cautions(row, values, current), *size_cautions, *hr_cautions),
         notes=tuple(notes),
-        status=_status_line(row, base, values, lora_name, width, height, hr_steps, reset_hr)
-        + (f", distilled guidance {row.guidance:g}" if isinstance(row, FluxPreset) else ""),
+        status=_status_line(row, base, values, lora_name, width, height, hr_steps, reset_hr),
         infotext=tuple(format_infotext(effective).items()),
     )
 
@@ -400,4 +399,6 @@ def _status_line(row, base, values: _Values, lora_name, width, height, hr_steps,
         parts.append(f"hires {hr_steps} steps")
     if reset_hr:
         parts.append("hires same sampler")
+    if isinstance(row, FluxPreset):
+        parts.append(f"distilled guidance {row.guidance:g}")
     return f"Hyper-SD: {row.title} ({BASE_LABELS.get(base, base)}) — " + ", ".join(parts)

@@ -355,9 +355,14 @@ def model_family(base: str) -> str:
     return FLUX_BASE if base == FLUX_BASE else "sd"
 
 
+def rows_for_bases(bases: tuple[str, ...] = BASES) -> tuple[HyperPreset, ...]:
+    """The rows for one of ``bases`` or for any model, in table order."""
+    return tuple(r for r in ALL_PRESETS if r.base in (*bases, "any"))
+
+
 def preset_ids_for(bases: tuple[str, ...] = BASES) -> tuple[str, ...]:
     """The ids of the presets with a row for one of ``bases`` (or for any model), in table order."""
-    return tuple(dict.fromkeys(p.id for p in ALL_PRESETS if p.base in (*bases, "any")))
+    return tuple(dict.fromkeys(p.id for p in rows_for_bases(bases)))
 
 
 def get_preset(preset_id: str, base: str) -> HyperPreset:
@@ -378,7 +383,7 @@ def presets_by_group(bases: tuple[str, ...] = BASES) -> dict[str, list[str]]:
     """Preset ids per UI group, in table order (for the accordion's button rows), of the presets with a row for one
     of ``bases``: A1111 runs SD1.5/SDXL only (the default); Forge also runs FLUX.1-dev."""
     groups: dict[str, list[str]] = {}
-    for row in (r for r in ALL_PRESETS if r.base in (*bases, "any")):
+    for row in rows_for_bases(bases):
         ids = groups.setdefault(row.group, [])
         if row.id not in ids:
             ids.append(row.id)

@@ -104,13 +104,14 @@ def webui_sample_tcd(
     model, x, sigmas, extra_args=None, callback=None, disable=None, eta=GAMMA_DEFAULT, noise_sampler=None
 ):
     """TCD with WebUI's seeded noise (k-diffusion's ``default_noise_sampler``, which WebUI hijacks)."""
-    refuse_flow_model(getattr(find_schedule(model), "sigmas", None), "the TCD sampler")
+    schedule = find_schedule(model)
+    refuse_flow_model(getattr(schedule, "sigmas", None), "the TCD sampler")
     if noise_sampler is None:
         import k_diffusion.sampling as kds  # the host's k-diffusion, imported only inside WebUI
 
         make_noise = getattr(kds, "default_noise_sampler", None)
         noise_sampler = make_noise(x) if make_noise else (lambda _s, _sn: kds.torch.randn_like(x))
-    return sample_tcd(model, x, sigmas, extra_args, callback, disable, eta, noise_sampler)
+    return sample_tcd(model, x, sigmas, extra_args, callback, disable, eta, noise_sampler, schedule=schedule)
 
 
 def make_tcd_sampler_class(kdiffusion_sampler_base: type) -> type:

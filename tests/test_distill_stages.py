@@ -111,7 +111,7 @@ def test_score_distillation_then_feedback_resume_equals_an_uninterrupted_run(
     tiny, prompts, classifier, tmp_path, monkeypatch
 ):
     monkeypatch.setattr(stage_dmd, "PAIR_CHUNK_BATCHES", 1)  # the 4 pairs in chunks of one batch (2)
-    kw = dict(stages=(2, "dmd", "feedback"), reward=f"demo:{classifier}", feedback_steps=(1, 2))
+    kw = dict(stages=(2, "dmd", "feedback"), reward=f"demo:{classifier}", feedback_steps=(1, 2), dmd_fake_warmup=2)
     full = run_distillation(_cfg(tiny, prompts, tmp_path / "a", **kw), progress=False)
     assert full.steps == 9 and not full.interrupted
     # stop inside the feedback stage: the checkpoint must hold the fake score (adapter + optimiser) and the pairs
@@ -140,6 +140,16 @@ def test_score_distillation_then_feedback_resume_equals_an_uninterrupted_run(
     with safe_open(str(tmp_path / "a" / "run-unified.safetensors"), framework="pt") as handle:
         meta = handle.metadata()
     assert meta["hypersd_kind"] == "unified" and meta["hypersd_gamma"] == "1" and meta["hypersd_stages"] == "2,dmd"
+
+
+def test_the_fake_scores_warm_up_starts_each_stage_that_trains_it(tiny, prompts, classifier, tmp_path, monkeypatch):
+    calls = []
+    original = stage_dmd.DMDStage.fake_update
+    monkeypatch.setattr(stage_dmd.DMDStage, "fake_update", lambda self, *a: calls.append(1) or original(self, *a))
+    cfg = _cfg(tiny, prompts, tmp_path, stages=(2, "dmd", "feedback"), reward=f"demo:{classifier}",
+               feedback_steps=(1,), steps_per_stage=2, dmd_fake_warmup=3, dmd_fake_updates=2)  # fmt: skip
+    run_distillation(cfg, progress=False)
+    assert len(calls) == 2 * 3 + (2 + 2) * 2  # a warm-up at dmd's and at feedback's start, 2 per student update
 
 
 def test_the_student_learns_its_own_outputs_under_score_distillation(tiny, prompts, tmp_path):
@@ -259,12 +269,13 @@ def test_guided_ddim_sample_is_the_teachers_cfg_ddim_loop():
     torch.testing.assert_close(got, expect, atol=1e-10, rtol=0)
 
 
-def test_multistep_regression_timesteps_are_the_points_of_the_unified_trailing_grids():
-    # diffusers' trailing spacing: 1 step [999], 2 steps [999, 499], 4 steps [999, 749, 499, 249]
-    drawn = stage_dmd.regression_timesteps(1200, (1, 2, 4), torch.Generator().manual_seed(0)).tolist()
-    assert set(drawn) == {999, 749, 499, 249}
-    assert abs(drawn.count(999) / len(drawn) - (1 / 3 + 1 / 6 + 1 / 12)) < 0.05  # n uniform, then a step of n
-    assert set(stage_dmd.regression_timesteps(50, (1,), torch.Generator().manual_seed(0)).tolist()) == {999}
+def test_multistep_regression_timesteps_are_the_later_points_of_the_unified_trailing_grids():
+    # diffusers' trailing spacing: 2 steps [999, 499], 4 steps [999, 749, 499, 249]; the first point is the
+    # 1-step batch's, so the later batch never draws 999
+    drawn = stage_dmd.later_timesteps(1200, (1, 2, 4), torch.Generator().manual_seed(0)).tolist()
+    assert set(drawn) == {749, 499, 249}
+    assert abs(drawn.count(499) / len(drawn) - (1 / 2 + 1 / 6)) < 0.05  # n uniform over {2, 4}, then a later step
+    assert set(stage_dmd.later_timesteps(50, (1, 2), torch.Generator().manual_seed(0)).tolist()) == {499}
 
 
 @pytest.mark.parametrize("multistep", [False, True])
@@ -292,3 +303,58 @@ def test_the_regression_starts_from_the_pairs_noise_or_from_its_teacher_result_n
                                                                  state.acp)  # fmt: skip
             assert min(float((row - e).abs().max()) for e in expected) < 1e-5
     assert timesteps == ({999, 749, 499, 249} if multistep else {999})
+    # the 1-step batch is whole in both; multistep adds a second batch at the later points
+    assert all(len(t) == (8 if multistep else 4) and set(t[:4].tolist()) == {999} for _, t in seen)
+    assert not multistep or all(999 not in t[4:].tolist() for _, t in seen)
+
+
+def test_the_students_two_predictions_in_one_call_equal_two_calls(tiny, prompts, tmp_path):
+    from hypersd.distill import engine
+    from hypersd.distill.stage_dmd import DMDStage
+
+    cfg = _cfg(tiny, prompts, tmp_path, dmd_regression_multistep=True, unified_steps=(1, 4), batch_size=4)
+    run = engine._Run(cfg, __import__("accelerate").Accelerator(cpu=True))
+    state = engine._setup(run, None)
+    stage = next(s for s in run.stages if isinstance(s, DMDStage))
+    stage.ensure_prepared(state)
+    with torch.no_grad():
+        for p in state.params:  # a student that differs from the teacher
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    batch = state.batch()
+    x_in, t_in = stage.student_input(state, batch)
+    reg = stage.regression_inputs(state)
+    calls = []
+    student = state.student
+    state.student = lambda x, t, c: calls.append(len(x)) or student(x, t, c)
+    together, together_reg = stage.student_x0_rows(state, [x_in, reg[0]], [t_in, reg[1]], [batch.cond, reg[2]])
+    assert calls == [4 + 8]
+    alone = tscd.predict_x0(x_in, student(x_in, t_in, batch.cond), t_in, state.acp)
+    alone_reg = tscd.predict_x0(reg[0], student(reg[0], reg[1], reg[2]), reg[1], state.acp)
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(together_reg, alone_reg, rtol=1e-4, atol=1e-5)
+
+
+def test_batched_trajectories_equal_one_batch_at_a_time(tiny, prompts, tmp_path, monkeypatch):
+    """The warm-up runs many batches' backward simulations in lockstep; each must be what it would be alone, with
+    the same random draws (n, the stop step, the re-noising) in the same order, also in chunks of a few rows."""
+    from hypersd.distill import engine, models
+    from hypersd.distill.stage_dmd import DMDStage
+    from hypersd.schedules import trailing_timesteps
+
+    cfg = _cfg(tiny, prompts, tmp_path, unified_steps=(1, 2, 4, 8), batch_size=2)
+    run = engine._Run(cfg, __import__("accelerate").Accelerator(cpu=True))
+    state = engine._setup(run, None)
+    stage = next(s for s in run.stages if isinstance(s, DMDStage))
+    stage.ensure_prepared(state)
+    with torch.no_grad():
+        for p in state.params:  # a student that differs from the teacher
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    state.generators["noise"].manual_seed(5)
+    plans = [stage.draw_trajectory(state, torch.randn(2, 4, 8, 8), state.batch().cond) for _ in range(8)]
+    assert len({p.stop for p in plans}) > 1 and len({p.n for p in plans}) > 1  # trajectories of different lengths
+    alone = [stage.run_trajectories(state, [p])[0] for p in plans]
+    monkeypatch.setattr(models, "CALL_LATENT_PIXELS", 3 * 8 * 8)  # at most 3 rows per call
+    together = stage.run_trajectories(state, plans)
+    for (x, t), (x1, t1), plan in zip(together, alone, plans, strict=True):
+        assert torch.equal(t, t1) and int(t[0]) == trailing_timesteps(plan.n)[plan.stop]
+        torch.testing.assert_close(x, x1, rtol=1e-4, atol=1e-5)

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dmd-regression-multistep",
         dest="dmd_regression_multistep",
         type=_bool,
-        help="true/false: regress at every step of the unified step counts, not only from noise (false)",
+        help="true/false: also regress a second batch of pairs at the later steps of the unified step counts (true)",
     )
     g.add_argument(
         "--dmd-adversarial-weight", dest="dmd_adversarial_weight", type=float, help="GAN term weight (0: off)"

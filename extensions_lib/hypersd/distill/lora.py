@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import warnings
+import weakref
 from typing import Any
 
 import torch
@@ -75,16 +76,24 @@ def add_lora(
     with warnings.catch_warnings():  # peft warns that a second adapter is being added: that is the point here
         warnings.filterwarnings("ignore", message=".*multiple adapters.*")
         unet.add_adapter(config, adapter_name=adapter_name)
+    _LAYERS.pop(unet, None)
     _activate(unet, ADAPTER_NAME if _has_adapter(unet, ADAPTER_NAME) else adapter_name)
     for name, param in unet.named_parameters():
         param.requires_grad_(".lora_A." in name or ".lora_B." in name)
     return names
 
 
+#: each UNet's peft layers, found once (a walk over a UNet's modules costs as much as a small layer's forward, and
+#: the views switch adapters several times per training step); add_lora forgets a UNet's entry
+_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _tuner_layers(unet: Any) -> list[Any]:
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    return [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
+    if unet not in _LAYERS:
+        _LAYERS[unet] = [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
+    return _LAYERS[unet]
 
 
 def _has_adapter(unet: Any, name: str) -> bool:

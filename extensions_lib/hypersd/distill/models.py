@@ -315,6 +315,17 @@ def sdxl_time_ids(orig_hw: tuple[int, int], crop_tl: tuple[int, int], target_hw:
     return torch.tensor([*orig_hw, *crop_tl, *target_hw], dtype=torch.float32)
 
 
+#: latent pixels (rows x latent height x width) per batched no-gradient UNet or VAE call (the quality report's
+#: sampling, the score-distillation warm-up's trajectories): 32 images of SD1.5 at 512², 8 of SDXL at 1024² (bounds
+#: memory on big models); a small model's rows all go in one call (on a CPU its cost is per call, not per row)
+CALL_LATENT_PIXELS = 32 * 64 * 64
+
+
+def rows_per_call(latents: torch.Tensor) -> int:
+    """Rows per batched call for latents shaped (N, C, H, W)."""
+    return max(1, CALL_LATENT_PIXELS // (latents.shape[-2] * latents.shape[-1]))
+
+
 def unet_eps(unet: Any, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
     """eps = UNet(x, t, cond) with a conditioning dict from :func:`encode_prompts` (+ ``time_ids`` for SDXL)."""
     added = {k: cond[k] for k in ("text_embeds", "time_ids") if k in cond}

@@ -10,11 +10,13 @@ For each LoRA (read back from its file) at 1/2/4/8 steps on trailing timesteps:
    distance between the scorer's features of these images and of the teacher's 25-step images (score distillation
    does not keep the noise -> image map, so the error alone would mislead there).
 
-Best = lowest pixel error for a per-step LoRA, highest fidelity (then lowest error) for a unified one. Recommended
-steps: a per-step LoRA's own k; for a unified LoRA the fewest steps within 5 % of its best fidelity (or 10 % of
-its lowest error without a scorer). The teacher's own few-step DDIM (with CFG) is measured the same way as the
-line every LoRA is compared with. Euler on trailing timesteps is the same update as TCD with gamma 0 and LCM
-almost the same as TCD with gamma 1; the full level lists them because WebUI users pick them by name.
+Best = lowest pixel error for a per-step LoRA, highest fidelity (then lowest Fréchet distance, then lowest error)
+for a unified one. Recommended steps: a per-step LoRA's own k; for a unified LoRA the fewest steps within 5 % of
+its best fidelity (or 10 % of its lowest error without a scorer). The teacher's own few-step DDIM (with CFG) is
+measured the same way as the line every LoRA is compared with. Euler on trailing timesteps is the same update as
+TCD with gamma 0 and LCM almost the same as TCD with gamma 1; the full level lists them because WebUI users pick
+them by name. The images are sampled as many per call as ``rows_per_call`` allows; TCD's and LCM's noise does not
+depend on that chunking.
 """
 
 from __future__ import annotations
@@ -37,11 +39,24 @@ from hypersd.train import layout
 
 from .export import update_metadata
 from .lora import kohya_module_key
-from .models import encode_prompts, sdxl_time_ids
+from .models import encode_prompts, rows_per_call, sdxl_time_ids
 from .views import adapters_disabled, merged_adapter, swapped_weights
 
 REFERENCE_STEPS = 25
-CHUNK = 32  # images per UNet call while sampling (bounds memory on big models)
+
+
+def step_noise(seed: int, like: torch.Tensor, count: int, start: int):
+    """A noise sampler for rows ``start:start + len(like)`` of ``count`` images: step i's noise for image j is the
+    same however the images are chunked (each step draws all ``count`` rows from its own seed)."""
+    calls = [0]
+
+    def noise_sampler(_sigma: Any, _sigma_next: Any) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed * 1000 + calls[0])
+        calls[0] += 1
+        full = torch.randn((count, *like.shape[1:]), generator=gen)
+        return full[start : start + like.shape[0]].to(like.device, like.dtype)
+
+    return noise_sampler
 
 
 @dataclass(frozen=True)
@@ -121,19 +136,15 @@ class Evaluator:
     @torch.no_grad()
     def sample(self, view: Any, setting: Setting, steps: int, count: int, seed: int) -> torch.Tensor:
         """Latents of the first ``count`` noises, in chunks; TCD's and LCM's noise is seeded by ``seed``."""
-        out = []
-        for start in range(0, count, CHUNK):
-            end = min(count, start + CHUNK)
+        out, chunk = [], rows_per_call(self.noise)
+        for start in range(0, count, chunk):
+            end = min(count, start + chunk)
             cond = {k: v[start:end] for k, v in self.cond.items()}
             uncond = {k: v[start:end] for k, v in self.uncond.items()}
             model = EpsDenoiser(self._eps(view, cond, uncond, setting.cfg), self.acp.cpu())
             sigmas = timesteps_to_sigmas(trailing_timesteps(steps), model.sigmas).float().to(self.device)
             x = self.noise[start:end] * sigmas[0]
-            gen = torch.Generator().manual_seed(seed + start)
-
-            def noise_sampler(_s: Any, _n: Any, like: torch.Tensor = x, g: torch.Generator = gen) -> torch.Tensor:
-                return torch.randn(like.shape, generator=g).to(like.device)
-
+            noise_sampler = step_noise(seed, x, count, start)
             if setting.sampler == TCD_SAMPLER:
                 x = sample_tcd(model, x, sigmas, eta=setting.gamma, noise_sampler=noise_sampler, schedule=model)
             elif setting.sampler == "LCM":
@@ -149,8 +160,9 @@ class Evaluator:
         vae.to(self.device)
         dtype = next(vae.parameters()).dtype
         scale = vae.config.scaling_factor
+        chunk = rows_per_call(latents)
         images = [
-            vae.decode((latents[i : i + CHUNK] / scale).to(dtype)).sample.float() for i in range(0, len(latents), CHUNK)
+            vae.decode((latents[i : i + chunk] / scale).to(dtype)).sample.float() for i in range(0, len(latents), chunk)
         ]
         return torch.cat(images).clamp(-1, 1)
 
@@ -200,8 +212,11 @@ def lora_weights_for(state: Any, path: Any) -> list[torch.Tensor]:
 
 
 def _best(results: list[dict[str, Any]], unified: bool, scored: bool) -> dict[str, Any]:
+    """A per-step LoRA's lowest pixel error; a unified LoRA's highest fidelity, then lowest Fréchet distance (its
+    images are not the teacher's from the same noise: a lower same-noise error would favour the least re-noising
+    gamma, not the images closest to the teacher's), then lowest error."""
     if unified and scored:
-        return max(results, key=lambda r: (r.get("fidelity", 0.0), -r["pixel_mse"]))
+        return max(results, key=lambda r: (r.get("fidelity", 0.0), -r.get("frechet", 0.0), -r["pixel_mse"]))
     return min(results, key=lambda r: r["pixel_mse"])
 
 

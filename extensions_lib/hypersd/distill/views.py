@@ -16,9 +16,9 @@ from .models import unet_eps
 def adapters_disabled(unet: Any) -> Iterator[None]:
     """Run the UNet as the frozen teacher. Flips peft's per-layer flag only: peft's own ``disable_adapters``
     also sets requires_grad=False on the LoRA weights, which would touch the student's autograd leaves."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
+    from .lora import _tuner_layers
 
-    layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
+    layers = _tuner_layers(unet)
     for layer in layers:
         layer._disable_adapters = True
     try:

@@ -180,6 +180,35 @@ def test_the_demo_classifier_reward_is_log_probability_and_fidelity_is_both_attr
     assert Label(2, 4).caption() == "a blue triangle"
     with pytest.raises(RewardError, match="cannot read the prompt"):
         model.reward(images, ["a cat", "a dog"])
+    assert model.unreadable(["a blue triangle", "a cat", "triangle, blue"]) == ["a cat"]
+
+
+def test_a_reward_model_that_cannot_read_the_runs_captions_is_refused_with_what_to_use(tmp_path):
+    from hypersd.demo.classifier import ShapeColorClassifier, save_classifier
+
+    save_classifier(ShapeColorClassifier(8), tmp_path / "c.safetensors")
+    spec = f"demo:{tmp_path / 'c.safetensors'}"
+    check_reward(spec, prompts=["a red circle", "a blue square", "a red circle"])  # the demo's captions: fine
+    with pytest.raises(RewardError, match=r"cannot score 2 of the run's captions, e.g. 'a photo of a cat'.*clip:"):
+        check_reward(spec, prompts=["a red circle", "a photo of a cat", "a red house", "a photo of a cat"])
+
+
+def test_the_report_goes_on_without_fidelity_when_its_scorer_cannot_read_its_prompts(tmp_path):
+    from types import SimpleNamespace
+
+    from hypersd.demo.classifier import ShapeColorClassifier, save_classifier
+    from hypersd.distill import report
+    from hypersd.distill.cli import report_summary
+
+    save_classifier(ShapeColorClassifier(8), tmp_path / "c.safetensors")
+    cfg = SimpleNamespace(report_scorer="", reward=f"demo:{tmp_path / 'c.safetensors'}")
+    scorer, warning = report._scorer(cfg, ["a red circle"])
+    assert scorer is not None and warning is None
+    scorer, warning = report._scorer(cfg, ["a red circle", "a photo of a cat"])
+    assert scorer is None and "'a photo of a cat'" in warning and "without prompt fidelity" in warning
+    assert report._scorer(SimpleNamespace(report_scorer="", reward=""), ["x"]) == (None, None)
+    summary = report_summary({"loras": {}, "cost": {"unet_calls": 0, "seconds": 0}, "warnings": [warning]})
+    assert summary.splitlines()[-1] == f"  warning: {warning}"
 
 
 def test_frechet_distance_matches_the_one_dimensional_closed_form_and_is_rotation_invariant():

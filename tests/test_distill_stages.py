@@ -195,6 +195,18 @@ def test_a_missing_or_wrong_reward_model_stops_the_run_before_training(tiny, pro
     assert not [p for p in tmp_path.glob("*.safetensors") if p != not_a_classifier]
 
 
+def test_a_reward_model_that_cannot_read_the_captions_stops_the_run_before_training(tiny, classifier, tmp_path):
+    from hypersd.distill.rewards import RewardError
+
+    captions = tmp_path / "prompts.txt"
+    captions.write_text("a red circle\na photo of a cat\n")
+    cfg = _cfg(tiny, captions, tmp_path, stages=(2, "feedback"), reward=f"demo:{classifier}")
+    with pytest.raises(RewardError, match="'a photo of a cat'"):
+        run_distillation(cfg, progress=False)
+    assert not _steps_logged(RunPaths(tmp_path, "run").log)
+    assert not list(tmp_path.glob("*.safetensors"))
+
+
 def test_a_unet_whose_lora_would_not_load_in_webui_is_refused_before_the_first_step(tmp_path, prompts):
     """A UNet with another block layout (1 layer per block): WebUI's SD1.5 name rules would put its LoRA keys on
     the wrong modules. Refused before training, and no LoRA file is left behind."""

@@ -227,4 +227,5 @@ def report_summary(report: dict[str, Any]) -> str:
     lines.append(
         f"  cost: {cost['unet_calls']} UNet calls, {cost['seconds']} s (--report off|quick|full, --report-samples)"
     )
+    lines += [f"  warning: {w}" for w in report.get("warnings", [])]
     return "\n".join(lines)

@@ -151,7 +151,7 @@ def _setup(run: _Run, existing: pathlib.Path | None) -> TrainerState:
     _check_lora_maps(unet, model.base)
     run.stages = build_stages(cfg)
     for stage in run.stages:
-        stage.check(model)  # e.g. the reward model loads, before anything is trained
+        stage.check(model, dataset.captions)  # e.g. the reward model loads and reads the captions, before training
     named = lora_parameters(unet)
     gan = cfg.adversarial or (DMD in cfg.stages and cfg.dmd_adversarial_weight > 0)
     n_params = sum(p.numel() for _, p in named)

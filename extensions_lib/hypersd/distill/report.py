@@ -92,7 +92,7 @@ class Evaluator:
         self.state, self.scorer = state, scorer
         self.device, self.acp = state.device, state.acp
         self.teacher_cfg = cfg.report_teacher_cfg or 0.5 * (cfg.omega_min + cfg.omega_max)
-        base_prompts = list(cfg.report_prompts) or list(cache.sample_prompts) or cache.captions[:8]
+        base_prompts = report_prompts(cfg, cache)
         count = max(cfg.report_samples, cfg.report_noises)
         self.prompts = [base_prompts[i % len(base_prompts)] for i in range(count)]
         self.cond, self.uncond = self._conditioning(self.prompts)
@@ -231,17 +231,28 @@ def recommended_steps(kind: str, k: int | None, by_steps: dict[int, dict[str, An
     return min(n for n, r in by_steps.items() if r["pixel_mse"] <= 1.1 * low)
 
 
-def _scorer(cfg: Any, log: Any) -> Any | None:
+def report_prompts(cfg: Any, cache: Any) -> list[str]:
+    """The report's prompts: ``report_prompts``, else the sample prompts, else the first 8 captions."""
+    return list(cfg.report_prompts) or list(cache.sample_prompts) or cache.captions[:8]
+
+
+def _scorer(cfg: Any, prompts: list[str]) -> tuple[Any | None, str | None]:
+    """The prompt-fidelity scorer, or None and why, when it does not load or cannot read the report's prompts: the
+    report then measures errors and no fidelity, instead of failing after the training."""
     spec = cfg.report_scorer or cfg.reward
     if not spec:
-        return None
+        return None, None
     from .rewards import RewardError, load_reward
 
     try:
-        return load_reward(spec)
+        scorer = load_reward(spec)
     except RewardError as err:
-        log({"event": "report_warning", "message": str(err)})
-        return None
+        return None, str(err)
+    unreadable = scorer.unreadable(list(dict.fromkeys(prompts)))
+    if unreadable:
+        return None, (f"Hyper-SD: the report's scorer {spec!r} cannot score the prompt {unreadable[0]!r} "
+                      f"({scorer.unreadable_hint}); the report goes on without prompt fidelity")  # fmt: skip
+    return scorer, None
 
 
 def measure_teacher(ev: Evaluator) -> tuple[dict[str, torch.Tensor], dict[int, dict[str, Any]]]:
@@ -288,7 +299,10 @@ def run_quality_report(run: Any, state: Any, stage_loras: dict[Any, Any]) -> dic
     from .report_html import write_report
 
     cfg = state.cfg
-    ev = Evaluator(state, _scorer(cfg, run.log))
+    scorer, warning = _scorer(cfg, report_prompts(cfg, state.cache))
+    if warning:
+        run.log({"event": "report_warning", "message": warning})
+    ev = Evaluator(state, scorer)
     run.log({"event": "report_start", "loras": len(stage_loras), "level": cfg.report})
     with adapters_disabled(state.unet):
         ref, teacher_line = measure_teacher(ev)
@@ -313,6 +327,7 @@ def run_quality_report(run: Any, state: Any, stage_loras: dict[Any, Any]) -> dic
                   for name, v in loras.items()},
         "recommended": {name: v["recommended"] for name, v in loras.items()},
         "cost": ev.cost(),
+        "warnings": [warning] if warning else [],
     }  # fmt: skip
     run_dir = run.paths.run_dir
     layout.report_json(run_dir).write_text(json.dumps(report, indent=1), encoding="utf-8")

@@ -89,6 +89,13 @@ class RewardModel(torch.nn.Module):
         """Per image: how well it shows its prompt (the report's prompt-fidelity column); default the reward."""
         return self.reward(images, prompts)
 
+    def unreadable(self, prompts: list[str]) -> list[str]:
+        """The prompts this model cannot score (most read any text; the demo classifier only its captions)."""
+        return []
+
+    #: what to do when :meth:`unreadable` names some
+    unreadable_hint = ""
+
     @property
     def alpha(self) -> float:
         return KINDS[self.kind].alpha
@@ -105,16 +112,25 @@ class DemoReward(RewardModel):
 
         self.net = load_classifier(pathlib.Path(path))
 
+    unreadable_hint = (
+        "it reads only the demo's captions (one colour and one shape, e.g. 'a red circle'); for your own captions "
+        "use a CLIP-type reward model, e.g. --reward clip:FOLDER"
+    )
+
+    def unreadable(self, prompts: list[str]) -> list[str]:
+        from hypersd.demo.domain import parse_caption
+
+        return [p for p in prompts if parse_caption(p) is None]
+
     def _labels(self, prompts: list[str]) -> list[Any]:
         from hypersd.demo.domain import parse_caption
 
-        labels = [parse_caption(p) for p in prompts]
-        missing = [p for p, lab in zip(prompts, labels, strict=True) if lab is None]
+        missing = self.unreadable(prompts)
         if missing:
             raise RewardError(
-                f"Hyper-SD: the demo classifier cannot read the prompt {missing[0]!r} (one shape, one colour)"
+                f"Hyper-SD: the demo classifier cannot read the prompt {missing[0]!r}: {self.unreadable_hint}"
             )
-        return labels
+        return [parse_caption(p) for p in prompts]
 
     def reward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         return self.net.log_prob(images.float(), self._labels(prompts))
@@ -279,9 +295,16 @@ def load_reward(spec: str) -> RewardModel:
         raise RewardError(f"Hyper-SD: the {kind} reward model {spec!r} does not load: {err}") from err
 
 
-def check_reward(spec: str, size: int = 64) -> RewardModel:
-    """Load the model and score one blank image, so that a wrong file fails here and not during training."""
+def check_reward(spec: str, size: int = 64, prompts: list[str] | tuple[str, ...] = ()) -> RewardModel:
+    """Load the model and score one blank image, and check that it can score every one of ``prompts`` (the run's
+    captions), so that a wrong file or prompt fails here and not during training."""
     model = load_reward(spec)
+    unreadable = model.unreadable(list(dict.fromkeys(prompts)))
+    if unreadable:
+        raise RewardError(
+            f"Hyper-SD: the {model.kind} reward model {spec!r} cannot score {len(unreadable)} of the run's captions, "
+            f"e.g. {unreadable[0]!r}: {model.unreadable_hint}"
+        )
     prompt = "a red circle" if model.kind == "demo" else "a photo"
     try:
         with torch.no_grad():

@@ -3,13 +3,15 @@
 * **Real score**: the frozen teacher (LoRA off) with classifier-free guidance ``dmd_guidance``.
 * **Fake score**: a second LoRA adapter on the same UNet (starts as the teacher), trained to denoise the student's
   outputs; there is no second copy of the UNet.
-* **Two time scales**: ``dmd_fake_updates`` fake-score updates per student update (DMD2's rule); the first reuses
-  the student's own output of that step, as DMD2 does.
+* **Two time scales**: ``dmd_fake_updates`` fake-score updates per student update (DMD2's rule); the last reuses
+  the student's own output of that step, as DMD2 does. ``dmd_fake_warmup`` fake-only updates (our addition) open
+  each stage that trains the fake score (dmd, and feedback with dmd as its regulariser).
 * **Distribution matching**: the student's x0 is moved along ``x0_fake - x0_real`` at a random noise level,
   normalised by ``mean |x0 - x0_real|`` (DMD's weighting), as ``0.5 · MSE(x0, sg(x0 - grad))``.
 * **Regression**: the student's 1-step result from fixed noises against the teacher's many-step result from the same
   noises (DMD's paired loss; latent MSE instead of LPIPS, which would need a VGG download), keeping the student on
-  the teacher's trajectory.
+  the teacher's trajectory; with ``dmd_regression_multistep`` (our addition) also a second batch of pairs started
+  at a later point of the unified step grids, so the few-step refinements stay on the teacher's images too.
 * **GAN** (optional): the hinge term on frozen-teacher features that TSCD uses, real = noised data latents.
 * **Backward simulation**: the student's input is a point of its own n-step trajectory (n from ``unified_steps``,
   TCD with gamma 1: x0 re-noised with fresh noise, as DMD2's backward simulation), so one LoRA serves 1-8 steps.

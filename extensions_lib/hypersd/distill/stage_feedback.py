@@ -32,9 +32,10 @@ class FeedbackStage(Stage):
         self.regulariser = regulariser if regulariser is not None else TSCDStage(1, cfg)
         self.reward_model: RewardModel | None = None
 
-    def check(self, model: Any) -> None:
-        """Load the reward model and score a blank image now: a missing or wrong model stops the run before step 1."""
-        self.reward_model = check_reward(self.cfg.reward)
+    def check(self, model: Any, captions: list[str]) -> None:
+        """Load the reward model, score a blank image and check it can score every caption now: a missing or wrong
+        model, or captions it cannot read, stop the run before step 1."""
+        self.reward_model = check_reward(self.cfg.reward, prompts=captions)
 
     @property
     def alpha(self) -> float:
@@ -43,7 +44,7 @@ class FeedbackStage(Stage):
 
     def prepare(self, state: TrainerState) -> None:
         if self.reward_model is None:
-            self.check(state.model)
+            self.check(state.model, state.cache.captions)
         self.reward_model.to(state.device)
         vae = state.model.vae
         vae.to(state.device)

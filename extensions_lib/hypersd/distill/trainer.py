@@ -73,8 +73,9 @@ class Stage:
             self.prepare(state)
             self.prepared = True
 
-    def check(self, model: SDModel) -> None:
-        """Refuse, before any training, what would fail in this stage (a reward model that does not load...)."""
+    def check(self, model: SDModel, captions: list[str]) -> None:
+        """Refuse, before any training, what would fail in this stage (a reward model that does not load or cannot
+        score the run's ``captions``...)."""
 
     @property
     def log_id(self) -> int | str:

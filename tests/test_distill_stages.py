@@ -249,11 +249,29 @@ def test_the_quality_report_measures_every_lora_and_writes_its_settings(tiny, pr
         assert float(meta["hypersd_gamma"]) == pytest.approx(rec["gamma"]) and meta["hypersd_sampler"] == rec["sampler"]
         if name == "2":
             assert rec["steps"] == 2  # a per-step LoRA keeps its own step count
+        if lora["kind"] == "unified":  # chosen by fidelity, then Fréchet distance, then error
+            rows = [r for r in lora["grid"] if r["steps"] == 2]
+            pick = max(rows, key=lambda r: (r["fidelity"], -r["frechet"], -r["pixel_mse"]))
+            assert (lora["best"]["2"]["sampler"], lora["best"]["2"]["gamma"]) == (pick["sampler"], pick["gamma"])
     with safe_open(str(result.final_lora), framework="pt") as handle:  # the final LoRA carries the last stage's
         assert handle.metadata()["hypersd_steps"] == str(report["recommended"]["dmd"]["steps"])
     page = (RunPaths(tmp_path, "run").run_dir / "report.html").read_text()
     assert "data:image/png;base64," in page and "<svg" in page and "Fréchet" in page
     assert report["cost"]["unet_calls"] > 0
+
+
+def test_a_report_scorer_that_cannot_read_the_report_prompts_is_left_out_with_a_warning(
+    tiny, prompts, classifier, tmp_path
+):
+    cfg = _cfg(tiny, prompts, tmp_path, stages=(2,), steps_per_stage=1, report="quick", report_noises=2,
+               report_samples=2, report_steps=(1,), report_scorer=f"demo:{classifier}",
+               report_prompts=("a photo of a cat",))  # fmt: skip
+    run_distillation(cfg, progress=False)
+    run_dir = RunPaths(tmp_path, "run").run_dir
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["scorer"] is None and "fidelity" not in report["loras"]["2"]["best"]["1"]
+    assert len(report["warnings"]) == 1 and "'a photo of a cat'" in report["warnings"][0]
+    assert "Warnings" in (run_dir / "report.html").read_text()
 
 
 def test_guided_ddim_sample_is_the_teachers_cfg_ddim_loop():

@@ -117,5 +117,7 @@ def write_report(
         ),
         ("How this was measured", f"<p>{html.escape(notes)}</p>"),
     ]
+    if report.get("warnings"):
+        sections.insert(0, ("Warnings", "".join(f"<p>{html.escape(w)}</p>" for w in report["warnings"])))
     page = html_page("Hyper-SD distillation: quality report", sections)
     atomic_write(path, lambda tmp: pathlib.Path(tmp).write_text(page, encoding="utf-8"))

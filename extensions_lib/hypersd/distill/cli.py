@@ -38,6 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m hypersd distill", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    _run_arguments(p)
+    _tscd_arguments(p)
+    _dmd_arguments(p.add_argument_group("score distillation (stage dmd; defaults from DMD2)"))
+    _feedback_arguments(p.add_argument_group("human feedback (stage feedback; defaults from ReFL)"))
+    _report_arguments(p.add_argument_group("quality report"))
+    _training_arguments(p)
+    return p
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    """What to distil, from what, into where; resume/overwrite."""
     p.add_argument("--model", help="SD1.5/SDXL checkpoint (.safetensors as WebUI stores it) or a diffusers folder")
     p.add_argument(
         "--data", help="image folder (+ .txt/.caption), kohya N_name/ folders, metadata.jsonl, or a prompt list .txt"
@@ -53,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="start again, deleting an earlier run of the same --out")
     p.add_argument("--base", choices=("auto", "sd15", "sdxl"))
     p.add_argument("--tokenizer", help="folder with the CLIP tokenizer (vocab.json, merges.txt) for single-file models")
+
+
+def _tscd_arguments(p: argparse.ArgumentParser) -> None:
+    """The stages and TSCD's settings."""
     p.add_argument(
         "--stages",
         help="comma-separated: TSCD segment counts and dmd/feedback, default 8,4,2,1 "
@@ -71,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--huber-c", dest="huber_c", type=float)
     p.add_argument("--offset-noise", dest="offset_noise", type=float)
     p.add_argument("--adversarial", type=_bool, help="true/false: hinge GAN on frozen-teacher mid-block features")
-    g = p.add_argument_group("score distillation (stage dmd; defaults from DMD2)")
+
+
+def _dmd_arguments(g: Any) -> None:
     g.add_argument("--dmd-guidance", dest="dmd_guidance", type=float, help="the real score's CFG (SD1.5 1.75, SDXL 8)")
     g.add_argument(
         "--dmd-fake-updates", dest="dmd_fake_updates", type=int, help="fake-score updates per student update (5)"
@@ -83,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dmd-fake-warmup",
         dest="dmd_fake_warmup",
         type=int,
-        help="fake-score updates before the first student one (0)",
+        help="fake-only updates opening each stage that trains the fake score (dmd, feedback) (0)",
     )
     g.add_argument(
         "--dmd-regression-weight", dest="dmd_regression_weight", type=float, help="paired regression weight (0.25)"
@@ -101,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--unified-steps", dest="unified_steps", help="step counts the unified LoRA is trained for (1,2,4,8)"
     )
-    g = p.add_argument_group("human feedback (stage feedback; defaults from ReFL)")
+
+
+def _feedback_arguments(g: Any) -> None:
     g.add_argument("--reward", help="the reward model KIND:PATH (demo, clip, pickscore, aesthetic, imagereward, hpsv2)")
     g.add_argument("--feedback-alpha", dest="feedback_alpha", type=float, help="hinge threshold (the kind's default)")
     g.add_argument("--feedback-weight", dest="feedback_weight", type=float, help="reward loss weight (1e-3)")
@@ -111,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--feedback-decode-size", dest="feedback_decode_size", type=int, help="decode at this size (less memory)"
     )
-    g = p.add_argument_group("quality report")
+
+
+def _report_arguments(g: Any) -> None:
     g.add_argument(
         "--report", choices=("off", "quick", "full"), help="measure every LoRA after the run (default quick)"
     )
@@ -122,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--report-prompts", dest="report_prompts", help="'|'-separated prompts (default: --sample-prompts, captions)"
     )
     g.add_argument("--report-scorer", dest="report_scorer", help="prompt-fidelity scorer KIND:PATH (default: --reward)")
+
+
+def _training_arguments(p: argparse.ArgumentParser) -> None:
+    """LoRA, optimiser, precision, data and bookkeeping."""
     p.add_argument("--rank", type=int)
     p.add_argument("--alpha", type=float)
     p.add_argument("--lora-targets", dest="lora_targets", choices=("attn", "attn_ff", "all"))
@@ -146,7 +171,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop-file", dest="stop_file", help="stop like Ctrl-C (checkpoint, exit 130) as soon as this file exists"
     )
     p.add_argument("--stop-after-steps", type=int, help=argparse.SUPPRESS)  # tests: behave as if Ctrl-C came
-    return p
 
 
 _NOT_CONFIG = {"config", "preset", "resume", "overwrite", "no_progress", "stop_after_steps", "stop_file"}

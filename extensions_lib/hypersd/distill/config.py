@@ -198,7 +198,13 @@ class DistillConfig:
         return tuple(int(s) for s in self.stages if is_tscd_stage(s))
 
     def validate(self) -> None:
-        problems = []
+        problems = self._stage_problems() + self._choice_problems() + self._range_problems() + self._path_problems()
+        if problems:
+            raise ConfigError("Hyper-SD: bad distillation settings:\n  " + "\n  ".join(problems))
+
+    def _stage_problems(self) -> list[str]:
+        """The model, the stages and what they need."""
+        problems: list[str] = []
         if not self.model:
             problems.append("--model is required (a .safetensors file or a diffusers folder)")
         if self.base not in ("auto", *BASES):
@@ -217,6 +223,11 @@ class DistillConfig:
             problems.append(
                 "the feedback stage needs a reward model: --reward KIND:PATH (e.g. clip:/models/clip-vit-l14)"
             )
+        return problems
+
+    def _choice_problems(self) -> list[str]:
+        """Rates, timestep ranges, step-count lists and the named choices."""
+        problems: list[str] = []
         if not self.learning_rate > 0:
             problems.append(f"learning_rate must be above 0 (e.g. 1e-4), got {self.learning_rate}")
         if self.dmd_fake_lr is not None and not self.dmd_fake_lr > 0:
@@ -243,6 +254,11 @@ class DistillConfig:
             problems.append(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         if self.lora_targets not in ("attn", "attn_ff", "all"):
             problems.append(f"lora_targets must be attn, attn_ff or all, got {self.lora_targets!r}")
+        return problems
+
+    def _range_problems(self) -> list[str]:
+        """Counts that must be at least 1, and the other numeric ranges."""
+        problems: list[str] = []
         for name in (
             "steps_per_stage",
             "rank",
@@ -266,6 +282,11 @@ class DistillConfig:
         if self.resolution is not None and (self.resolution < 32 or self.resolution % 32):
             # the model's own rule (SD1.5/SDXL: a multiple of 64) is checked once it is loaded
             problems.append(f"resolution must be a multiple of 64 (>= 64), got {self.resolution}")
+        return problems
+
+    def _path_problems(self) -> list[str]:
+        """The output name and folders."""
+        problems: list[str] = []
         if not self.out or any(c in self.out for c in "/\\:") or self.out.startswith(".") or len(self.out) > 120:
             problems.append(
                 f"--out must be a plain file name without folders (at most 120 characters), got {self.out[:140]!r}"
@@ -276,8 +297,7 @@ class DistillConfig:
                 problems.append(
                     f"--{name.replace('_', '-')} {getattr(self, name)} lies under {blocker}, which is a file; choose a folder"
                 )
-        if problems:
-            raise ConfigError("Hyper-SD: bad distillation settings:\n  " + "\n  ".join(problems))
+        return problems
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

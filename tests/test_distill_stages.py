@@ -56,6 +56,24 @@ def _cfg(tiny, data, out_dir, **kw):
     return DistillConfig(**base)
 
 
+def _dmd_stage(cfg):
+    """The trainer state of a run set up (not trained) with ``cfg`` and its prepared score-distillation stage."""
+    from hypersd.distill import engine
+    from hypersd.distill.stage_dmd import DMDStage
+
+    run = engine._Run(cfg, __import__("accelerate").Accelerator(cpu=True))
+    state = engine._setup(run, None)
+    stage = next(s for s in run.stages if isinstance(s, DMDStage))
+    stage.ensure_prepared(state)
+    return state, stage
+
+
+def _move_student_off_the_teacher(state):
+    with torch.no_grad():
+        for p in state.params:
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+
+
 def test_the_fake_score_is_a_second_adapter_on_the_same_unet(tiny):
     model = models.load_model(tiny)
     unet = model.unet
@@ -90,14 +108,9 @@ def test_the_fake_score_is_a_second_adapter_on_the_same_unet(tiny):
 def test_distribution_matching_moves_nothing_while_the_fake_score_equals_the_real_one(tiny, prompts, tmp_path):
     """DMD's gradient is x0_fake - x0_real: with an untrained fake adapter (= teacher) and the real score without
     guidance (CFG 1: the teacher itself) the target is x0 exactly; after one fake-score update it is not."""
-    from hypersd.distill import engine
-    from hypersd.distill.stage_dmd import DMDStage
 
     cfg = _cfg(tiny, prompts, tmp_path, dmd_guidance=1.0, dmd_regression_weight=0.0)
-    run = engine._Run(cfg, __import__("accelerate").Accelerator(cpu=True))
-    state = engine._setup(run, None)
-    stage = next(s for s in run.stages if isinstance(s, DMDStage))
-    stage.ensure_prepared(state)
+    state, stage = _dmd_stage(cfg)
     batch = state.batch()
     x0 = torch.randn(batch.x0.shape, generator=torch.Generator().manual_seed(3))
     target, _ = stage.matching_target(state, x0, batch)
@@ -312,18 +325,9 @@ def test_multistep_regression_timesteps_are_the_later_points_of_the_unified_trai
 def test_the_regression_starts_from_the_pairs_noise_or_from_its_teacher_result_noised_to_a_grid_point(
     tiny, prompts, tmp_path, multistep
 ):
-    from hypersd.distill import engine
-    from hypersd.distill.stage_dmd import DMDStage
-
     cfg = _cfg(tiny, prompts, tmp_path, dmd_regression_multistep=multistep, unified_steps=(1, 4), batch_size=4)
-    run = engine._Run(cfg, __import__("accelerate").Accelerator(cpu=True))
-    state = engine._setup(run, None)
-    stage = next(s for s in run.stages if isinstance(s, DMDStage))
-    stage.ensure_prepared(state)
-    seen = []
-    state.student = lambda x, t, cond: seen.append((x.detach().clone(), t.clone())) or torch.zeros_like(x)
-    for _ in range(6):
-        stage.regression(state)
+    state, stage = _dmd_stage(cfg)
+    seen = [stage.regression_inputs(state)[:2] for _ in range(6)]  # the student's inputs: (x_in, t)
     noise, target = stage.pairs["noise"], stage.pairs["target"].float()
     timesteps = set()
     for x, t in seen:
@@ -339,17 +343,9 @@ def test_the_regression_starts_from_the_pairs_noise_or_from_its_teacher_result_n
 
 
 def test_the_students_two_predictions_in_one_call_equal_two_calls(tiny, prompts, tmp_path):
-    from hypersd.distill import engine
-    from hypersd.distill.stage_dmd import DMDStage
-
     cfg = _cfg(tiny, prompts, tmp_path, dmd_regression_multistep=True, unified_steps=(1, 4), batch_size=4)
-    run = engine._Run(cfg, __import__("accelerate").Accelerator(cpu=True))
-    state = engine._setup(run, None)
-    stage = next(s for s in run.stages if isinstance(s, DMDStage))
-    stage.ensure_prepared(state)
-    with torch.no_grad():
-        for p in state.params:  # a student that differs from the teacher
-            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    state, stage = _dmd_stage(cfg)
+    _move_student_off_the_teacher(state)
     batch = state.batch()
     x_in, t_in = stage.student_input(state, batch)
     reg = stage.regression_inputs(state)
@@ -367,18 +363,12 @@ def test_the_students_two_predictions_in_one_call_equal_two_calls(tiny, prompts,
 def test_batched_trajectories_equal_one_batch_at_a_time(tiny, prompts, tmp_path, monkeypatch):
     """The warm-up runs many batches' backward simulations in lockstep; each must be what it would be alone, with
     the same random draws (n, the stop step, the re-noising) in the same order, also in chunks of a few rows."""
-    from hypersd.distill import engine, models
-    from hypersd.distill.stage_dmd import DMDStage
+    from hypersd.distill import models
     from hypersd.schedules import trailing_timesteps
 
     cfg = _cfg(tiny, prompts, tmp_path, unified_steps=(1, 2, 4, 8), batch_size=2)
-    run = engine._Run(cfg, __import__("accelerate").Accelerator(cpu=True))
-    state = engine._setup(run, None)
-    stage = next(s for s in run.stages if isinstance(s, DMDStage))
-    stage.ensure_prepared(state)
-    with torch.no_grad():
-        for p in state.params:  # a student that differs from the teacher
-            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    state, stage = _dmd_stage(cfg)
+    _move_student_off_the_teacher(state)
     state.generators["noise"].manual_seed(5)
     plans = [stage.draw_trajectory(state, torch.randn(2, 4, 8, 8), state.batch().cond) for _ in range(8)]
     assert len({p.stop for p in plans}) > 1 and len({p.n for p in plans}) > 1  # trajectories of different lengths

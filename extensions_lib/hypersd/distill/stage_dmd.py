@@ -157,11 +157,6 @@ class DMDStage(Stage):
         """A point (x_t, t) of the student's own n-step trajectory from ``noise``."""
         return self.run_trajectories(state, [self.draw_trajectory(state, noise, cond)])[0]
 
-    def generate(self, state: TrainerState, batch: Batch, with_grad: bool = True) -> torch.Tensor:
-        x_in, t_in = self.student_input(state, batch)
-        with torch.set_grad_enabled(with_grad):
-            return tscd.predict_x0(x_in, state.student(x_in, t_in, batch.cond), t_in, state.acp)
-
     def student_input(self, state: TrainerState, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         noise = torch.randn(batch.x0.shape, generator=state.generators["noise"]).to(state.device)
         return self.simulate(state, noise, batch.cond)
@@ -242,12 +237,6 @@ class DMDStage(Stage):
         start = (t == trailing_timesteps(1)[0]).view(-1, *([1] * (noise.ndim - 1)))
         x_in = torch.where(start, noise, tscd.add_noise(target.to(noise.dtype), noise, t, state.acp))
         return x_in, t, cond, target
-
-    def regression(self, state: TrainerState) -> torch.Tensor:
-        """The regression loss alone: the student's result from :meth:`regression_inputs` against the teacher's."""
-        x_in, t, cond, target = self.regression_inputs(state)
-        x0 = tscd.predict_x0(x_in, state.student(x_in, t, cond), t, state.acp)
-        return torch.nn.functional.mse_loss(x0.float(), target)
 
     # the fake score's updates (two time scales) ---------------------------------------------------------------
     def draw_fake(self, state: TrainerState, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,12 +46,10 @@ def merged_adapter(unet: Any, name: str | None = None) -> Iterator[None]:
     """Fold the adapter ``name`` (default: the student's) into the base weights while sampling, so that the UNet
     runs at the plain model's speed (peft's per-layer LoRA path doubles a small UNet's time). The base weights are
     put back exactly from copies kept on the CPU, not by subtracting (which drifts in half precision)."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    from .lora import ADAPTER_NAME
+    from .lora import ADAPTER_NAME, _tuner_layers
 
     name = name or ADAPTER_NAME
-    layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer) and name in getattr(m, "lora_A", {})]
+    layers = [m for m in _tuner_layers(unet) if name in getattr(m, "lora_A", {})]
     saved = [layer.get_base_layer().weight.detach().to("cpu", copy=True) for layer in layers]
     for layer in layers:
         layer.merge(adapter_names=[name])

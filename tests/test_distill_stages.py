@@ -247,6 +247,7 @@ def test_the_quality_report_measures_every_lora_and_writes_its_settings(tiny, pr
     result = run_distillation(cfg, progress=False)
     report = json.loads((RunPaths(tmp_path, "run").run_dir / "report.json").read_text())
     assert set(report["loras"]) == {"2", "1", "dmd"} and report["samples"] == 3
+    assert report["teacher"]["25"]["frechet"] > 0  # its reference: the teacher's images from other noises
     for name, lora in report["loras"].items():
         assert {row["steps"] for row in lora["grid"]} == {1, 2} and len(lora["grid"]) == 2 * 3  # 3 TCD gammas
         assert set(lora["best"]) == {"1", "2"}
@@ -378,3 +379,36 @@ def test_batched_trajectories_equal_one_batch_at_a_time(tiny, prompts, tmp_path,
     for (x, t), (x1, t1), plan in zip(together, alone, plans, strict=True):
         assert torch.equal(t, t1) and int(t[0]) == trailing_timesteps(plan.n)[plan.stop]
         torch.testing.assert_close(x, x1, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("unified_ema", [True, False])
+def test_the_unified_lora_is_written_as_its_ema_and_the_tscd_loras_as_trained(tiny, prompts, tmp_path, monkeypatch,
+                                                                                unified_ema):  # fmt: skip
+    from hypersd.distill import engine
+
+    seen, original = [], engine.export_lora
+
+    def export_lora(path, weights, **kw):
+        state = captured["state"]
+        seen.append((path.stem, {n: w.clone() for n, w in weights.items()},
+                     {n: p.detach().cpu().clone() for n, p in state.named}, [e.cpu().clone() for e in state.ema]))  # fmt: skip
+        return original(path, weights, **kw)
+
+    captured, export = {}, engine._export
+
+    def _export(run, state, *a, **kw):
+        captured["state"] = state
+        return export(run, state, *a, **kw)
+
+    monkeypatch.setattr(engine, "export_lora", export_lora)
+    monkeypatch.setattr(engine, "_export", _export)
+    cfg = _cfg(tiny, prompts, tmp_path, stages=(1, "dmd"), steps_per_stage=2, ema_decay=0.5,
+               unified_export_ema=unified_ema)  # fmt: skip
+    run_distillation(cfg, progress=False)
+    kinds = {"run-1step": False, "run-unified": unified_ema, "run": unified_ema}  # "run": the final (last stage's)
+    assert {stem for stem, *_ in seen} == set(kinds)
+    for stem, weights, params, ema in seen:
+        names = list(params)
+        assert any(not torch.equal(params[n], e) for n, e in zip(names, ema, strict=True))  # they differ here
+        expect = dict(zip(names, ema, strict=True)) if kinds[stem] else params
+        assert all(torch.equal(weights[n], expect[n]) for n in names), stem

@@ -91,10 +91,14 @@ def demo_table(report: dict[str, Any]) -> str:
         return f"{format(v, fmt):>9}" if v is not None else f"{'-':>9}"
 
     head = f"{'':<34}" + "".join(f"{n + (' step' if n == '1' else ' steps'):>9}" for n in STEPS)
+    floor = report["teacher"].get(str(report["reference_steps"]), {}).get("frechet")
+    fd_title = "Fréchet distance to the teacher's 25-step images from other noises" + (
+        f" (the teacher's own: {floor:.3g}, the floor)" if floor is not None else ""
+    )
     lines = []
     for key, title, fmt in (("error_ratio", "pixel error ÷ teacher DDIM's at the same steps (< 1: beats it)", ".2f"),
                             ("fidelity_ratio", "prompt fidelity ÷ teacher's at 25 steps", ".0%"),
-                            ("frechet", "Fréchet distance to the teacher's 25-step images", ".3g"),
+                            ("frechet", fd_title, ".3g"),
                             ("reward", "demo reward (classifier log-probability)", ".3f")):  # fmt: skip
         lines += ["", title, head]
         for row, label in (("teacher", "teacher DDIM + CFG"), *ROWS):

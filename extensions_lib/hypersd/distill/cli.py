@@ -113,6 +113,12 @@ def _dmd_arguments(g: Any) -> None:
         help="true/false: also regress a second batch of pairs at the later steps of the unified step counts (true)",
     )
     g.add_argument(
+        "--unified-export-ema",
+        dest="unified_export_ema",
+        type=_bool,
+        help="true/false: write the unified LoRA (dmd, feedback) as the EMA of its weights (true)",
+    )
+    g.add_argument(
         "--dmd-adversarial-weight", dest="dmd_adversarial_weight", type=float, help="GAN term weight (0: off)"
     )
     g.add_argument(
@@ -165,7 +171,9 @@ def _training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synth-steps", dest="synth_steps", type=int, help="prompt-list mode: teacher steps per latent")
     p.add_argument("--checkpoint-every", dest="checkpoint_every", type=int)
     p.add_argument("--sample-prompts", dest="sample_prompts", help="'|'-separated prompts for the per-stage grids")
-    p.add_argument("--export-ema", dest="export_ema", action="store_const", const=True)
+    p.add_argument(
+        "--export-ema", dest="export_ema", action="store_const", const=True, help="every stage's LoRA as its EMA"
+    )
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (the JSON-lines log is always written)")
     p.add_argument(
         "--stop-file", dest="stop_file", help="stop like Ctrl-C (checkpoint, exit 130) as soon as this file exists"

@@ -356,7 +356,8 @@ def _export(
 ) -> None:
     cfg = run.cfg
     info = stage.export_info()
-    weights = {n: (e if cfg.export_ema else p.detach()).cpu() for (n, p), e in zip(state.named, state.ema, strict=True)}
+    ema = cfg.export_ema or (info.kind == "unified" and cfg.unified_export_ema)
+    weights = {n: (e if ema else p.detach()).cpu() for (n, p), e in zip(state.named, state.ema, strict=True)}
     settings = measured or {}
     meta = lora_metadata(
         base=run.base, output_name=path.stem, rank=cfg.rank, alpha=cfg.alpha, stages=done,

@@ -7,8 +7,11 @@ For each LoRA (read back from its file) at 1/2/4/8 steps on trailing timesteps:
    MSE to the teacher's 25-step result from the same noise and prompt, in latents and in pixels;
 2. **measuring**: the best setting per step count on ``report_samples`` noises: the errors again, the prompt
    fidelity (where a scorer is given: ``report_scorer`` or the feedback stage's reward model) and the Fréchet
-   distance between the scorer's features of these images and of the teacher's 25-step images (score distillation
-   does not keep the noise -> image map, so the error alone would mislead there).
+   distance between the scorer's features of these images and of the teacher's 25-step images from *other* noises
+   (same prompts). Score distillation does not keep the noise -> image map, so the error alone would mislead
+   there; and against the teacher's images from the same noises, a LoRA that keeps the map would score near 0
+   while any sampler that draws its own images cannot go under the two sample sets' own distance (the teacher at
+   25 steps itself: its line in the report, the floor).
 
 Best = lowest pixel error for a per-step LoRA, highest fidelity (then lowest Fréchet distance, then lowest error)
 for a unified one. Recommended steps: a per-step LoRA's own k; for a unified LoRA the fewest steps within 5 % of
@@ -100,6 +103,9 @@ class Evaluator:
         gen = torch.Generator().manual_seed(cfg.sample_seed)
         channels = state.unet.config.in_channels
         self.noise = torch.randn((count, channels, latent, latent), generator=gen).to(self.device)
+        # the Fréchet distance's reference: the teacher's images from other noises (same prompts), so a LoRA that
+        # keeps the teacher's noise -> image map has no head start over one that draws its own images
+        self.reference_noise = torch.randn(self.noise.shape, generator=gen).to(self.device)
         self.calls = self.rows = 0
         self.started = time.perf_counter()
 
@@ -134,16 +140,20 @@ class Evaluator:
         return eps
 
     @torch.no_grad()
-    def sample(self, view: Any, setting: Setting, steps: int, count: int, seed: int) -> torch.Tensor:
-        """Latents of the first ``count`` noises, in chunks; TCD's and LCM's noise is seeded by ``seed``."""
-        out, chunk = [], rows_per_call(self.noise)
+    def sample(
+        self, view: Any, setting: Setting, steps: int, count: int, seed: int, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Latents of the first ``count`` noises (``noise``, default the report's), in chunks; TCD's and LCM's
+        noise is seeded by ``seed``."""
+        noise = self.noise if noise is None else noise
+        out, chunk = [], rows_per_call(noise)
         for start in range(0, count, chunk):
             end = min(count, start + chunk)
             cond = {k: v[start:end] for k, v in self.cond.items()}
             uncond = {k: v[start:end] for k, v in self.uncond.items()}
             model = EpsDenoiser(self._eps(view, cond, uncond, setting.cfg), self.acp.cpu())
             sigmas = timesteps_to_sigmas(trailing_timesteps(steps), model.sigmas).float().to(self.device)
-            x = self.noise[start:end] * sigmas[0]
+            x = noise[start:end] * sigmas[0]
             noise_sampler = step_noise(seed, x, count, start)
             if setting.sampler == TCD_SAMPLER:
                 x = sample_tcd(model, x, sigmas, eta=setting.gamma, noise_sampler=noise_sampler, schedule=model)
@@ -258,12 +268,15 @@ def _scorer(cfg: Any, prompts: list[str]) -> tuple[Any | None, str | None]:
 def measure_teacher(ev: Evaluator) -> tuple[dict[str, torch.Tensor], dict[int, dict[str, Any]]]:
     count = len(ev.noise)
     teacher = ev.state.teacher
-    ref_latents = ev.sample(teacher, Setting("Euler", None, ev.teacher_cfg), REFERENCE_STEPS, count, seed=0)
+    reference = Setting("Euler", None, ev.teacher_cfg)
+    ref_latents = ev.sample(teacher, reference, REFERENCE_STEPS, count, seed=0)
     ref = {"latents": ref_latents, "pixels": ev.decode(ref_latents)}
-    ref_scores = ev.measure(ref_latents, ref, with_scores=True)
-    if "features" in ref_scores:
-        ref["features"] = ref_scores["features"]
-    line = {REFERENCE_STEPS: ref_scores}
+    if ev.scorer is not None:
+        other = ev.sample(teacher, reference, REFERENCE_STEPS, count, seed=0, noise=ev.reference_noise)
+        with torch.no_grad():
+            ref["features"] = ev.scorer.features(ev.decode(other)).float().cpu().numpy()
+    # the teacher's own 25-step images: error 0; their Fréchet distance is the floor of a perfect sampler's
+    line = {REFERENCE_STEPS: ev.measure(ref_latents, ref, with_scores=True)}
     for n in ev.state.cfg.report_steps:
         lat = ev.sample(teacher, Setting("Euler", None, ev.teacher_cfg), n, count, seed=0)
         line[n] = ev.measure(lat, ref, with_scores=True)

@@ -52,7 +52,7 @@ def plots(report: dict[str, Any]) -> list[str]:
     for key, title, log_y in (
         ("pixel_mse", "pixel MSE to the teacher's 25-step result (lower is better)", True),
         ("fidelity", "prompt fidelity (higher is better)", False),
-        ("frechet", "Fréchet distance to the teacher's 25-step images (lower is better)", True),
+        ("frechet", "Fréchet distance to the teacher's 25-step images from other noises (lower is better)", True),
     ):
         series: dict[str, list[tuple[float, float]]] = {}
         teacher = [(n, report["teacher"][n][key]) for n in steps_of if key in report["teacher"].get(n, {})]

@@ -268,17 +268,17 @@ def _scorer(cfg: Any, prompts: list[str]) -> tuple[Any | None, str | None]:
 def measure_teacher(ev: Evaluator) -> tuple[dict[str, torch.Tensor], dict[int, dict[str, Any]]]:
     count = len(ev.noise)
     teacher = ev.state.teacher
-    reference = Setting("Euler", None, ev.teacher_cfg)
-    ref_latents = ev.sample(teacher, reference, REFERENCE_STEPS, count, seed=0)
+    guided = Setting("Euler", None, ev.teacher_cfg)  # the teacher's DDIM with CFG (Euler on trailing timesteps)
+    ref_latents = ev.sample(teacher, guided, REFERENCE_STEPS, count, seed=0)
     ref = {"latents": ref_latents, "pixels": ev.decode(ref_latents)}
     if ev.scorer is not None:
-        other = ev.sample(teacher, reference, REFERENCE_STEPS, count, seed=0, noise=ev.reference_noise)
+        other = ev.sample(teacher, guided, REFERENCE_STEPS, count, seed=0, noise=ev.reference_noise)
         with torch.no_grad():
             ref["features"] = ev.scorer.features(ev.decode(other)).float().cpu().numpy()
     # the teacher's own 25-step images: error 0; their Fréchet distance is the floor of a perfect sampler's
     line = {REFERENCE_STEPS: ev.measure(ref_latents, ref, with_scores=True)}
     for n in ev.state.cfg.report_steps:
-        lat = ev.sample(teacher, Setting("Euler", None, ev.teacher_cfg), n, count, seed=0)
+        lat = ev.sample(teacher, guided, n, count, seed=0)
         line[n] = ev.measure(lat, ref, with_scores=True)
     return ref, line
 

@@ -82,6 +82,111 @@ def stage_at(
     return stages[-1]
 
 
+@dataclass
+class _LogReader:
+    """Folds the log's records into a :class:`TrainProgress`, one handler per event."""
+
+    p: TrainProgress = field(default_factory=TrainProgress)
+    by_step: dict[int, tuple[float, int | str]] = field(default_factory=dict)
+    stage_ends: dict[int | str, int] = field(default_factory=dict)  # k -> global step
+    exports: dict[str, None] = field(default_factory=dict)  # ordered set: a re-run stage exports the same path again
+    session: list[tuple[float, int]] = field(default_factory=list)  # (time, step) of this session's step records
+    new_run: bool = False  # a "start" without "resume" so far: its first step begins the run again
+
+    def read(self, rec: dict[str, Any]) -> None:
+        time = _float(rec.get("time"))
+        if time is not None:
+            self.p.updated = time
+        handler = getattr(self, f"on_{rec.get('event')}", None)
+        if callable(handler):
+            handler(rec, time)
+
+    def on_start(self, rec: dict[str, Any], _time: float | None) -> None:
+        p, config = self.p, rec.get("config") or {}
+        p.stages = tuple(stage_id(k) for k in config.get("stages") or ())
+        p.steps_per_stage = _int(config.get("steps_per_stage"))
+        p.stage_steps = {str(k): _int(v) for k, v in (config.get("stage_steps") or {}).items()}
+        p.total_steps = sum(p.stage_steps.get(str(k), p.steps_per_stage) for k in p.stages)
+        p.base = rec.get("base", p.base)
+        p.phase, p.error, p.final, p.cache, p.eta_seconds = "caching", None, None, None, None
+        self.session, self.new_run = [], True
+
+    def on_cache(self, rec: dict[str, Any], _time: float | None) -> None:
+        self.p.phase = "caching"
+        self.p.cache = (str(rec.get("what", "")), _int(rec.get("done")), _int(rec.get("of")))
+
+    def on_prepare(self, rec: dict[str, Any], _time: float | None) -> None:
+        """A stage's set-up before its first step (score distillation's teacher pairs)."""
+        self.p.phase, self.p.stage = "preparing", stage_id(rec.get("stage", ""))
+        self.p.cache = (str(rec.get("what", "")), _int(rec.get("done")), _int(rec.get("of")))
+
+    def on_cached(self, _rec: dict[str, Any], _time: float | None) -> None:
+        self.p.phase, self.p.cache = "training", None
+
+    def on_resume(self, rec: dict[str, Any], _time: float | None) -> None:
+        p = self.p
+        p.step = _int(rec.get("global_step"), p.step)
+        self.by_step = {s: v for s, v in self.by_step.items() if s <= p.step}
+        self.stage_ends = {k: s for k, s in self.stage_ends.items() if s <= p.step}
+        p.last_checkpoint = (p.step, str(rec.get("from", "")))
+        p.phase, p.stage, p.cache = "training", None, None
+        self.session, self.new_run = [], False
+
+    def on_step(self, rec: dict[str, Any], time: float | None) -> None:
+        step = _int(rec.get("step"), -1)
+        if step < 0:
+            return
+        if self.new_run:
+            self.by_step, self.stage_ends, self.exports, self.p.last_checkpoint = {}, {}, {}, None
+            self.new_run = False
+        loss = _float(rec.get("loss"))
+        k = stage_id(rec.get("stage", ""))
+        self.by_step[step] = (math.nan if loss is None else loss, k)
+        p = self.p
+        p.step, p.loss, p.stage, p.phase, p.cache = step, loss, k, "training", None
+        p.samples_per_s = _float(rec.get("samples_per_s"))
+        if time is not None:
+            self.session.append((time, step))
+
+    def on_checkpoint(self, rec: dict[str, Any], _time: float | None) -> None:
+        self.p.last_checkpoint = (_int(rec.get("global_step")), str(rec.get("path", "")))
+
+    def on_export(self, rec: dict[str, Any], _time: float | None) -> None:
+        self.exports[str(rec.get("path", ""))] = None
+
+    def on_stage_end(self, rec: dict[str, Any], _time: float | None) -> None:
+        self.stage_ends[stage_id(rec.get("stage", ""))] = _int(rec.get("global_step"))
+
+    def on_report_start(self, _rec: dict[str, Any], _time: float | None) -> None:
+        self.p.phase, self.p.eta_seconds = "reporting", None
+
+    def on_report(self, rec: dict[str, Any], _time: float | None) -> None:
+        self.p.report = str(rec.get("path") or "") or None
+
+    def on_interrupted(self, rec: dict[str, Any], _time: float | None) -> None:
+        self.p.phase, self.p.step = "interrupted", _int(rec.get("global_step"), self.p.step)
+
+    def on_done(self, rec: dict[str, Any], _time: float | None) -> None:
+        self.p.phase, self.p.step = "done", _int(rec.get("global_step"), self.p.step)
+        final = rec.get("final")
+        self.p.final = str(final) if final else None
+
+    def on_error(self, rec: dict[str, Any], _time: float | None) -> None:
+        self.p.phase, self.p.error = "error", str(rec.get("message") or "unknown error")
+
+    def progress(self) -> TrainProgress:
+        p = self.p
+        p.losses = [(s, loss, k) for s, (loss, k) in sorted(self.by_step.items())]
+        p.stage_ends = sorted(((k, s) for k, s in self.stage_ends.items()), key=lambda item: item[1])
+        p.exports = list(self.exports)
+        if p.stage is None:
+            p.stage = stage_at(p.step, p.stages, p.steps_per_stage, p.stage_steps)
+        if p.stage is not None and p.stage in p.stages:
+            p.stage_index = p.stages.index(p.stage) + 1
+        p.eta_seconds = _eta(self.session[-ETA_WINDOW:], p) if p.phase == "training" else None
+        return p
+
+
 def progress_from_records(records: Iterable[dict[str, Any]]) -> TrainProgress:
     """The progress after ``records`` (the log's lines, oldest first).
 
@@ -89,86 +194,11 @@ def progress_from_records(records: Iterable[dict[str, Any]]) -> TrainProgress:
     session that starts without a resume (a run folder without a checkpoint) starts the curve again at its first
     step. The ETA uses only the current session's step records: a pause between sessions is not a slow step.
     """
-    p = TrainProgress()
-    by_step: dict[int, tuple[float, int]] = {}
-    stage_ends: dict[int | str, int] = {}  # k -> global step
-    exports: dict[str, None] = {}  # ordered set: a re-run stage exports the same path again
-    session: list[tuple[float, int]] = []  # (time, step) of the current session's step records
-    new_run = False  # a "start" without "resume" so far: its first step begins the run again
+    reader = _LogReader()
     for rec in records:
-        if not isinstance(rec, dict):
-            continue
-        event = rec.get("event")
-        time = _float(rec.get("time"))
-        if time is not None:
-            p.updated = time
-        if event == "start":
-            config = rec.get("config") or {}
-            p.stages = tuple(stage_id(k) for k in config.get("stages") or ())
-            p.steps_per_stage = _int(config.get("steps_per_stage"))
-            p.stage_steps = {str(k): _int(v) for k, v in (config.get("stage_steps") or {}).items()}
-            p.total_steps = sum(p.stage_steps.get(str(k), p.steps_per_stage) for k in p.stages)
-            p.base = rec.get("base", p.base)
-            p.phase, p.error, p.final, p.cache, p.eta_seconds = "caching", None, None, None, None
-            session, new_run = [], True
-        elif event == "cache":
-            p.phase = "caching"
-            p.cache = (str(rec.get("what", "")), _int(rec.get("done")), _int(rec.get("of")))
-        elif event == "prepare":  # a stage's set-up before its first step (score distillation's teacher pairs)
-            p.phase, p.stage = "preparing", stage_id(rec.get("stage", ""))
-            p.cache = (str(rec.get("what", "")), _int(rec.get("done")), _int(rec.get("of")))
-        elif event == "cached":
-            p.phase, p.cache = "training", None
-        elif event == "resume":
-            p.step = _int(rec.get("global_step"), p.step)
-            by_step = {s: v for s, v in by_step.items() if s <= p.step}
-            stage_ends = {k: s for k, s in stage_ends.items() if s <= p.step}
-            p.last_checkpoint = (p.step, str(rec.get("from", "")))
-            p.phase, p.stage, p.cache = "training", None, None
-            session, new_run = [], False
-        elif event == "step":
-            step = _int(rec.get("step"), -1)
-            if step < 0:
-                continue
-            if new_run:
-                by_step, stage_ends, exports, p.last_checkpoint = {}, {}, {}, None
-                new_run = False
-            loss = _float(rec.get("loss"))
-            k = stage_id(rec.get("stage", ""))
-            by_step[step] = (math.nan if loss is None else loss, k)
-            p.step, p.loss, p.stage, p.phase, p.cache = step, loss, k, "training", None
-            p.samples_per_s = _float(rec.get("samples_per_s"))
-            if time is not None:
-                session.append((time, step))
-        elif event == "checkpoint":
-            p.last_checkpoint = (_int(rec.get("global_step")), str(rec.get("path", "")))
-        elif event == "export":
-            exports[str(rec.get("path", ""))] = None
-        elif event == "stage_end":
-            stage_ends[stage_id(rec.get("stage", ""))] = _int(rec.get("global_step"))
-        elif event == "report_start":
-            p.phase, p.eta_seconds = "reporting", None
-        elif event == "report":
-            p.report = str(rec.get("path") or "") or None
-        elif event == "interrupted":
-            p.phase = "interrupted"
-            p.step = _int(rec.get("global_step"), p.step)
-        elif event == "done":
-            p.phase = "done"
-            p.step = _int(rec.get("global_step"), p.step)
-            final = rec.get("final")
-            p.final = str(final) if final else None
-        elif event == "error":
-            p.phase, p.error = "error", str(rec.get("message") or "unknown error")
-    p.losses = [(s, loss, k) for s, (loss, k) in sorted(by_step.items())]
-    p.stage_ends = sorted(((k, s) for k, s in stage_ends.items()), key=lambda item: item[1])
-    p.exports = list(exports)
-    if p.stage is None:
-        p.stage = stage_at(p.step, p.stages, p.steps_per_stage, p.stage_steps)
-    if p.stage is not None and p.stage in p.stages:
-        p.stage_index = p.stages.index(p.stage) + 1
-    p.eta_seconds = _eta(session[-ETA_WINDOW:], p) if p.phase == "training" else None
-    return p
+        if isinstance(rec, dict):
+            reader.read(rec)
+    return reader.progress()
 
 
 def _eta(recent: list[tuple[float, int]], p: TrainProgress) -> float | None:

@@ -183,6 +183,78 @@ def dataset_report(
         return report
 
 
+def _resolution_checks(report: DatasetReport, base: str | None, resolution: int | None) -> None:
+    report.errors += resolution_errors(base, resolution)
+    if base == "sdxl" and resolution is not None and not report.errors and resolution < SDXL_MIN_RESOLUTION:
+        report.warnings.append(
+            f"Hyper-SD: SDXL models are trained at 1024; at {resolution} the LoRA learns low-resolution pictures "
+            "and may look worse at 1024. Use 1024 unless memory does not allow it."
+        )
+
+
+def _caption_checks(
+    report: DatasetReport, samples: list, unique: list, missing: list[pathlib.Path], folder: pathlib.Path, kind: str
+) -> list[str]:
+    """Counts the captioned images, reports the missing and the empty captions; the lines to list."""
+    from hypersd.distill import data
+
+    own_caption = {
+        image for image in unique if kind == "metadata.jsonl" or (data._caption_for(image) is not None)
+    }  # fmt: skip
+    report.captioned = len(own_caption)
+    lines: list[str] = []
+    if missing:
+        report.errors.append(
+            f"Hyper-SD: {len(missing)} of {len(unique)} images have no caption file; every image in a plain folder "
+            "needs a same-name .txt or .caption file (or use kohya N_name/ folders, whose name is the fallback "
+            "caption)"
+        )
+        lines += [f"{_display(p, folder)}: no caption (write {p.with_suffix('.txt').name})" for p in missing]
+    empty = sorted({s.image for s in samples if s.image in own_caption and not s.caption.strip()})
+    if empty:
+        report.warnings.append(
+            f"Hyper-SD: {len(empty)} images have an empty caption: {_names(empty, folder)}; they train without a "
+            "prompt. Write what each image shows."
+        )
+    return lines
+
+
+def _image_checks(report: DatasetReport, unique: list, folder: pathlib.Path, max_thumbnails: int) -> list[str]:
+    """Opens every image: its size, the thumbnails, and the lines for those that cannot be used."""
+    unusable = []
+    for image in unique:
+        problem, size = image_problem(image)
+        if problem:
+            unusable.append(f"{_display(image, folder)}: {problem}")
+            continue
+        report.widths.append(size[0])
+        report.heights.append(size[1])
+        if len(report.thumbnails) < max_thumbnails:
+            report.thumbnails.append(image)
+    if unusable:
+        report.errors.append(
+            f"Hyper-SD: {len(unusable)} of {len(unique)} images cannot be used (listed below); fix or remove them"
+        )
+    return unusable
+
+
+def _size_warnings(report: DatasetReport, resolution: int | None) -> None:
+    if report.widths and resolution and not report.errors:
+        # aspect buckets keep about resolution² pixels: a smaller image is upscaled
+        small = sum(1 for w, h in zip(report.widths, report.heights, strict=True) if w * h < resolution * resolution)
+        if small * 2 > len(report.widths):
+            report.warnings.append(
+                f"Hyper-SD: {small} of {len(report.widths)} images have fewer pixels than {resolution}×{resolution}; "
+                "they will be upscaled and look blurry, and the LoRA learns that. Use larger images or a lower "
+                "resolution."
+            )
+    if 0 < report.images < FEW_IMAGES:
+        report.warnings.append(
+            f"Hyper-SD: only {report.images} images; distillation learns the teacher's behaviour, so a few dozen "
+            "varied images (or a prompt list) generalise better"
+        )
+
+
 def _dataset_report(
     path: str | pathlib.Path | None, base: str | None, resolution: int | None, max_thumbnails: int
 ) -> DatasetReport:
@@ -190,12 +262,7 @@ def _dataset_report(
 
     text = str(path).strip() if path is not None else ""
     report = DatasetReport(text)
-    report.errors += resolution_errors(base, resolution)
-    if base == "sdxl" and resolution is not None and not report.errors and resolution < SDXL_MIN_RESOLUTION:
-        report.warnings.append(
-            f"Hyper-SD: SDXL models are trained at 1024; at {resolution} the LoRA learns low-resolution pictures "
-            "and may look worse at 1024. Use 1024 unless memory does not allow it."
-        )
+    _resolution_checks(report, base, resolution)
     if not text:
         report.errors.append("Hyper-SD: choose the training data: an image folder with captions or a prompt list")
         return report
@@ -227,57 +294,11 @@ def _dataset_report(
 
     unique = list(dict.fromkeys(s.image for s in samples if s.image is not None))
     report.images = len(unique)
-    own_caption = {
-        image for image in unique if kind == "metadata.jsonl" or (data._caption_for(image) is not None)
-    }  # fmt: skip
-    report.captioned = len(own_caption)
-    lines: list[str] = []
-    if missing:
-        report.errors.append(
-            f"Hyper-SD: {len(missing)} of {len(unique)} images have no caption file; every image in a plain folder "
-            "needs a same-name .txt or .caption file (or use kohya N_name/ folders, whose name is the fallback "
-            "caption)"
-        )
-        lines += [f"{_display(p, folder)}: no caption (write {p.with_suffix('.txt').name})" for p in missing]
-    empty = sorted({s.image for s in samples if s.image in own_caption and not s.caption.strip()})
-    if empty:
-        report.warnings.append(
-            f"Hyper-SD: {len(empty)} images have an empty caption: {_names(empty, folder)}; they train without a "
-            "prompt. Write what each image shows."
-        )
+    lines = _caption_checks(report, samples, unique, missing, folder, kind)
     report.warnings += _ignored_files(folder, kind or "folder")
-
-    unusable = []
-    for image in unique:
-        problem, size = image_problem(image)
-        if problem:
-            unusable.append(f"{_display(image, folder)}: {problem}")
-            continue
-        report.widths.append(size[0])
-        report.heights.append(size[1])
-        if len(report.thumbnails) < max_thumbnails:
-            report.thumbnails.append(image)
-    if unusable:
-        report.errors.append(
-            f"Hyper-SD: {len(unusable)} of {len(unique)} images cannot be used (listed below); fix or remove them"
-        )
-        lines += unusable
+    lines += _image_checks(report, unique, folder, max_thumbnails)
     report.problems = _listed(lines)
-
-    if report.widths and resolution and not report.errors:
-        # aspect buckets keep about resolution² pixels: a smaller image is upscaled
-        small = sum(1 for w, h in zip(report.widths, report.heights, strict=True) if w * h < resolution * resolution)
-        if small * 2 > len(report.widths):
-            report.warnings.append(
-                f"Hyper-SD: {small} of {len(report.widths)} images have fewer pixels than {resolution}×{resolution}; "
-                "they will be upscaled and look blurry, and the LoRA learns that. Use larger images or a lower "
-                "resolution."
-            )
-    if 0 < report.images < FEW_IMAGES:
-        report.warnings.append(
-            f"Hyper-SD: only {report.images} images; distillation learns the teacher's behaviour, so a few dozen "
-            "varied images (or a prompt list) generalise better"
-        )
+    _size_warnings(report, resolution)
     return report
 
 

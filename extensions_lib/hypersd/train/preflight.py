@@ -153,6 +153,71 @@ def reward_problem(python: str, pythonpath: list[str], spec: str, timeout: float
     return last if last.startswith("Hyper-SD:") else f"Hyper-SD: the reward model {spec!r} does not load: {last}"
 
 
+def _settings_checks(request: TrainRequest, result: Preflight, available_gpus: int | None) -> Any:
+    """The output name, the model's base, the settings and the GPUs; the engine's config (None when it fails)."""
+    from hypersd.distill.config import ConfigError, build_config
+
+    problem = valid_output_name(request.out)
+    if problem:
+        result.errors.append(problem)
+    try:
+        result.base = model_base(request.model)
+    except ValueError as err:
+        result.errors.append(str(err))
+    cfg = None
+    try:
+        cfg = build_config(
+            request.preset or None, None, **{**request.settings, "model": request.model or "?", "out": request.out}
+        )
+    except ConfigError as err:
+        result.errors.append(str(err))
+    try:
+        parse_gpus(request.gpus, available_gpus)
+    except JobError as err:
+        result.errors.append(str(err))
+    if cfg is not None and cfg.base != "auto" and result.base and cfg.base != result.base:
+        result.errors.append(f"Hyper-SD: the model is {result.base} but the settings ask for {cfg.base}")
+    return cfg
+
+
+def _data_checks(request: TrainRequest, result: Preflight, cfg: Any) -> None:
+    from hypersd.distill.config import DEFAULT_RESOLUTION
+
+    resolution = None
+    if cfg is not None:
+        resolution = cfg.resolution or (DEFAULT_RESOLUTION.get(result.base) if result.base else None)
+    if not (request.data or "").strip():
+        result.errors.append("Hyper-SD: choose the training data (an image folder with captions or a prompt list)")
+        return
+    report = dataset_report(request.data, base=result.base, resolution=resolution)
+    result.report = report
+    result.errors += report.errors
+    result.warnings += report.warnings
+
+
+def _output_checks(request: TrainRequest, result: Preflight, cfg: Any, resume: bool, overwrite: bool) -> None:
+    """An earlier run of the same name (resume or overwrite it) and the disk space the run's files need."""
+    named = valid_output_name(request.out) is None
+    files = JobFiles(pathlib.Path(request.work_dir), request.out)
+    final = layout.final_lora(pathlib.Path(request.output_dir), request.out)
+    checkpoint = files.checkpoint_step() if named else None  # a bad name is never looked up
+    if resume and checkpoint is None:
+        result.errors.append(f"Hyper-SD: there is no checkpoint of {request.out!r} to resume in {files.run_dir}")
+    if not resume and not overwrite and named and (checkpoint is not None or final.exists()):
+        what = final if final.exists() else files.run_dir
+        result.errors.append(
+            f"Hyper-SD: {what} already exists: resume that run, tick 'Overwrite', or choose another output name"
+        )
+    if cfg is not None and result.base:
+        gan = cfg.adversarial or ("dmd" in cfg.stages and cfg.dmd_adversarial_weight > 0)
+        need = disk_needed(result.base, cfg.rank, cfg.lora_targets, len(cfg.stages), gan, "dmd" in cfg.stages)
+        result.disk_needed = need
+        for folder in {pathlib.Path(request.output_dir), pathlib.Path(request.work_dir)}:
+            message = check_disk(folder, need)
+            if message:
+                result.errors.append(message)
+
+
 def run_preflight(
     request: TrainRequest,
     *,
@@ -163,61 +228,10 @@ def run_preflight(
     reward_check: Any = None,
 ) -> Preflight:
     """Every problem at once (not only the first), so that one round of fixes is enough."""
-    from hypersd.distill.config import DEFAULT_RESOLUTION, ConfigError, build_config
-
     result = Preflight()
-    problem = valid_output_name(request.out)
-    if problem:
-        result.errors.append(problem)
-    try:
-        result.base = model_base(request.model)
-    except ValueError as err:
-        result.errors.append(str(err))
-    try:
-        cfg = build_config(
-            request.preset or None, None, **{**request.settings, "model": request.model or "?", "out": request.out}
-        )
-    except ConfigError as err:
-        result.errors.append(str(err))
-        cfg = None
-    try:
-        parse_gpus(request.gpus, available_gpus)
-    except JobError as err:
-        result.errors.append(str(err))
-
-    if cfg is not None and cfg.base != "auto" and result.base and cfg.base != result.base:
-        result.errors.append(f"Hyper-SD: the model is {result.base} but the settings ask for {cfg.base}")
-    resolution = None
-    if cfg is not None:
-        resolution = cfg.resolution or (DEFAULT_RESOLUTION.get(result.base) if result.base else None)
-    if not (request.data or "").strip():
-        result.errors.append("Hyper-SD: choose the training data (an image folder with captions or a prompt list)")
-    else:
-        report = dataset_report(request.data, base=result.base, resolution=resolution)
-        result.report = report
-        result.errors += report.errors
-        result.warnings += report.warnings
-
-    files = JobFiles(pathlib.Path(request.work_dir), request.out)
-    final = layout.final_lora(pathlib.Path(request.output_dir), request.out)
-    checkpoint = files.checkpoint_step() if problem is None else None  # a bad name is never looked up
-    if resume and checkpoint is None:
-        result.errors.append(f"Hyper-SD: there is no checkpoint of {request.out!r} to resume in {files.run_dir}")
-    if not resume and not overwrite and problem is None and (checkpoint is not None or final.exists()):
-        what = final if final.exists() else files.run_dir
-        result.errors.append(
-            f"Hyper-SD: {what} already exists: resume that run, tick 'Overwrite', or choose another output name"
-        )
-
-    if cfg is not None and result.base:
-        gan = cfg.adversarial or ("dmd" in cfg.stages and cfg.dmd_adversarial_weight > 0)
-        need = disk_needed(result.base, cfg.rank, cfg.lora_targets, len(cfg.stages), gan, "dmd" in cfg.stages)
-        result.disk_needed = need
-        for folder in {pathlib.Path(request.output_dir), pathlib.Path(request.work_dir)}:
-            message = check_disk(folder, need)
-            if message:
-                result.errors.append(message)
-
+    cfg = _settings_checks(request, result, available_gpus)
+    _data_checks(request, result, cfg)
+    _output_checks(request, result, cfg, resume, overwrite)
     if engine_check is not None and not result.errors:
         message = engine_check()
         if message:

@@ -73,3 +73,36 @@ def test_without_a_scorer_the_teacher_is_sampled_once_and_no_distance_is_reporte
     ref, line = report.measure_teacher(ev)
     assert "features" not in ref and "frechet" not in line[report.REFERENCE_STEPS]
     assert all(noise is None for noise in calls) and len(calls) == 1 + 2  # the reference, then 1 and 4 steps
+
+
+def _steps(**numbers: dict) -> dict[int, dict]:
+    return {int(n.lstrip("s")): r for n, r in numbers.items()}
+
+
+def test_recommended_steps_takes_the_fewest_within_five_percent_of_the_best_fidelity():
+    by_steps = _steps(s1={"fidelity": 20.0}, s2={"fidelity": 28.6}, s4={"fidelity": 30.0}, s8={"fidelity": 29.0})
+    # 0.95 * 30 = 28.5: 2 steps are within, 1 step is not
+    assert report.recommended_steps("unified", None, by_steps, scored=True) == 2
+
+
+def test_recommended_steps_counts_the_best_as_within_when_the_scores_are_negative():
+    # an untrained CLIP scores below zero: 0.95 * top is then above top, and nothing was within (a crash after
+    # the whole training); the margin is of the best value's size
+    by_steps = _steps(s1={"fidelity": -0.20}, s2={"fidelity": -0.104}, s4={"fidelity": -0.10}, s8={"fidelity": -0.3})
+    assert report.recommended_steps("unified", None, by_steps, scored=True) == 2
+    assert report.recommended_steps("unified", None, {4: {"fidelity": -1.0}}, scored=True) == 4
+
+
+def test_recommended_steps_skips_non_finite_numbers_and_falls_back_to_the_error():
+    nan = float("nan")
+    by_steps = _steps(s1={"fidelity": nan, "pixel_mse": 0.5}, s2={"fidelity": 10.0, "pixel_mse": 0.2})
+    assert report.recommended_steps("unified", None, by_steps, scored=True) == 2
+    unscored = _steps(s1={"pixel_mse": 0.30}, s2={"pixel_mse": 0.21}, s4={"pixel_mse": 0.20})
+    assert report.recommended_steps("unified", None, unscored, scored=False) == 2  # 0.21 <= 1.1 * 0.20
+    broken = _steps(s1={"pixel_mse": nan}, s4={"pixel_mse": nan})
+    assert report.recommended_steps("unified", None, broken, scored=False) == 4
+
+
+def test_recommended_steps_of_a_per_step_lora_is_its_own_step_count():
+    by_steps = _steps(s1={"pixel_mse": 0.1}, s4={"pixel_mse": 0.9})
+    assert report.recommended_steps("per-step", 4, by_steps, scored=False) == 4

@@ -25,6 +25,7 @@ depend on that chunking.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -231,14 +232,24 @@ def _best(results: list[dict[str, Any]], unified: bool, scored: bool) -> dict[st
 
 
 def recommended_steps(kind: str, k: int | None, by_steps: dict[int, dict[str, Any]], scored: bool) -> int:
-    """A per-step LoRA's own k; a unified LoRA's fewest steps within 5 % of its best fidelity (10 % of its error)."""
+    """A per-step LoRA's own k; a unified LoRA's fewest steps within 5 % of its best fidelity (10 % of its lowest
+    error). The margins are taken of the best value's size, so a negative CLIP-type score (an untrained or unrelated
+    scorer) still counts its best as within; non-finite numbers never count; with none left, the most steps."""
     if kind == "per-step" and k in by_steps:
         return k
-    if scored and all("fidelity" in r for r in by_steps.values()):
-        top = max(r["fidelity"] for r in by_steps.values())
-        return min(n for n, r in by_steps.items() if r["fidelity"] >= 0.95 * top)
-    low = min(r["pixel_mse"] for r in by_steps.values())
-    return min(n for n, r in by_steps.items() if r["pixel_mse"] <= 1.1 * low)
+    fidelity = _finite(by_steps, "fidelity") if scored else {}
+    if fidelity:
+        top = max(fidelity.values())
+        within = [n for n, v in fidelity.items() if v >= top - 0.05 * abs(top)]
+    else:
+        error = _finite(by_steps, "pixel_mse")
+        low = min(error.values(), default=0.0)
+        within = [n for n, v in error.items() if v <= low + 0.1 * abs(low)]
+    return min(within) if within else max(by_steps)
+
+
+def _finite(by_steps: dict[int, dict[str, Any]], key: str) -> dict[int, float]:
+    return {n: float(r[key]) for n, r in by_steps.items() if key in r and math.isfinite(float(r[key]))}
 
 
 def report_prompts(cfg: Any, cache: Any) -> list[str]:

@@ -135,6 +135,11 @@ def test_score_distillation_then_feedback_resume_equals_an_uninterrupted_run(
     )
     dmd_state = state["stage_states"]["dmd"]
     assert dmd_state["fake"] and dmd_state["fake_opt"]["state"] and dmd_state["pairs"]["noise"].shape[0] == 4
+
+    def not_again(*_):
+        raise AssertionError("a resumed score-distillation stage computed its regression pairs again")
+
+    monkeypatch.setattr(stage_dmd.DMDStage, "_regression_pairs", not_again)  # they come from the checkpoint
     resumed = run_distillation(_cfg(tiny, prompts, tmp_path / "b", **kw), progress=False, resume=True)
     assert resumed.steps == 9
     for name in ("run.safetensors", "run-unified.safetensors", "run-feedback.safetensors", "run-2step.safetensors"):
@@ -153,6 +158,25 @@ def test_score_distillation_then_feedback_resume_equals_an_uninterrupted_run(
     with safe_open(str(tmp_path / "a" / "run-unified.safetensors"), framework="pt") as handle:
         meta = handle.metadata()
     assert meta["hypersd_kind"] == "unified" and meta["hypersd_gamma"] == "1" and meta["hypersd_stages"] == "2,dmd"
+
+
+def test_resuming_a_run_whose_stages_are_done_only_reports_and_exports(tiny, prompts, tmp_path, monkeypatch):
+    """A run stopped (or failed) in its quality report: --resume sets no stage up again (the score distillation's
+    regression pairs are minutes of teacher sampling on a real model) and writes the same final LoRA."""
+    first = run_distillation(_cfg(tiny, prompts, tmp_path), progress=False)
+    final = load_file(str(first.final_lora))
+    first.final_lora.unlink()
+
+    def no_setup(*_):
+        raise AssertionError("a finished stage was set up again")
+
+    monkeypatch.setattr(stage_dmd.DMDStage, "prepare", no_setup)
+    again = run_distillation(_cfg(tiny, prompts, tmp_path), progress=False, resume=True)
+    assert again.steps == first.steps == 6 and not again.interrupted
+    resumed = load_file(str(again.final_lora))
+    assert set(resumed) == set(final) and all(torch.equal(resumed[k], final[k]) for k in final)
+    events = [json.loads(line)["event"] for line in RunPaths(tmp_path, "run").log.read_text().splitlines()]
+    assert events.count("done") == 2 and events[-3:] == ["resume", "export", "done"]
 
 
 def test_the_fake_scores_warm_up_starts_each_stage_that_trains_it(tiny, prompts, classifier, tmp_path, monkeypatch):

@@ -218,10 +218,10 @@ def _resume(run: _Run, state: TrainerState, saved: dict[str, Any], existing: pat
         )
     restore_checkpoint(state, saved, existing)
     stage_states = saved.get("stage_states") or {}
-    for stage in run.stages[: state.stage_index + 1]:
+    # a run whose stages are all done has only its report and final LoRA left: no stage is set up again
+    for stage in run.stages[: state.stage_index + 1] if state.stage_index < len(run.stages) else []:
         if stage.name in stage_states:
-            stage.ensure_prepared(state)
-            stage.load_state_dict(stage_states[stage.name])
+            stage.restore(state, stage_states[stage.name])
     run.log({"event": "resume", "from": str(existing), "global_step": state.global_step})
 
 

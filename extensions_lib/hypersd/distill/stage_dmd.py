@@ -87,8 +87,13 @@ class DMDStage(Stage):
             p.data = p.data.to(state.device, torch.float32)
         opt = torch.optim.AdamW([p for _, p in self.fake_named], lr=cfg.dmd_fake_lr, weight_decay=cfg.weight_decay)
         self.fake_opt = state.accelerator.prepare(opt)
-        if cfg.dmd_regression_weight > 0:
+        if cfg.dmd_regression_weight > 0 and not self.pairs:  # a resumed stage has them from its checkpoint
             self.pairs = self._regression_pairs(state)
+
+    def restore(self, state: TrainerState, saved: dict[str, Any]) -> None:
+        """A resumed stage takes its regression pairs from the checkpoint, not from the teacher again (minutes)."""
+        self.pairs = _pairs_on(saved.get("pairs") or {}, state.device)
+        super().restore(state, saved)
 
     @torch.no_grad()
     def _regression_pairs(self, state: TrainerState) -> dict[str, Any]:
@@ -289,9 +294,8 @@ class DMDStage(Stage):
             "fake_names": [n for n, _ in self.fake_named],
             "fake": [p.detach().cpu().clone() for _, p in self.fake_named],
             "fake_opt": self.fake_opt.state_dict() if self.fake_opt is not None else None,
-            "pairs": {k: ({kk: vv.cpu() for kk, vv in v.items()} if isinstance(v, dict) else v.cpu())
-                      for k, v in self.pairs.items()},
-        }  # fmt: skip
+            "pairs": _pairs_on(self.pairs, "cpu"),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("fake_names") != [n for n, _ in self.fake_named]:
@@ -304,9 +308,13 @@ class DMDStage(Stage):
                 p.copy_(v)
         if state.get("fake_opt") is not None:
             self.fake_opt.load_state_dict(state["fake_opt"])
-        pairs = state.get("pairs") or {}
-        self.pairs = {k: ({kk: vv.to(device) for kk, vv in v.items()} if isinstance(v, dict) else v.to(device))
-                      for k, v in pairs.items()}  # fmt: skip
+        self.pairs = _pairs_on(state.get("pairs") or {}, device)
 
     def export_info(self) -> ExportInfo:
         return ExportInfo("unified", 4, UNIFIED_GAMMA)
+
+
+def _pairs_on(pairs: dict[str, Any], device: Any) -> dict[str, Any]:
+    """The regression pairs (noise, target, cond: a dict of tensors) on ``device``."""
+    return {k: ({kk: vv.to(device) for kk, vv in v.items()} if isinstance(v, dict) else v.to(device))
+            for k, v in pairs.items()}  # fmt: skip

@@ -73,6 +73,11 @@ class Stage:
             self.prepare(state)
             self.prepared = True
 
+    def restore(self, state: TrainerState, saved: dict[str, Any]) -> None:
+        """Set up a resumed stage from its checkpointed ``saved`` state: ``prepare``, then ``load_state_dict``."""
+        self.ensure_prepared(state)
+        self.load_state_dict(saved)
+
     def check(self, model: SDModel, captions: list[str]) -> None:
         """Refuse, before any training, what would fail in this stage (a reward model that does not load or cannot
         score the run's ``captions``...)."""

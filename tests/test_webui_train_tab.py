@@ -11,7 +11,7 @@ pytest.importorskip("peft")
 from PIL import Image  # noqa: E402
 
 from hypersd.train.controller import Hooks, TrainController  # noqa: E402
-from hypersd.train.tab_form import FORM_FIELDS, TrainForm  # noqa: E402
+from hypersd.train.tab_form import FORM_FIELDS, TrainForm, find_checkpoint  # noqa: E402
 from hypersd.webui import train_tab  # noqa: E402
 
 
@@ -100,6 +100,19 @@ def test_form_problems_are_listed_together(tmp_path, tiny):
     assert thumbs == []
     for words in ("Checkpoint: 'gone [x]' is not in WebUI's list", "Output name", "LoRA rank"):
         assert words in message, words
+
+
+def test_a_checkpoint_title_from_before_webui_hashed_the_file_is_the_same_checkpoint(tmp_path, tiny, data):
+    """WebUI titles a checkpoint "house.safetensors" until it hashes it, then "house.safetensors [abc]"; the tab's
+    dropdown, drawn before that, still says the old title and must not be refused."""
+    host = FakeHost(tmp_path, tiny)
+    message, _ = train_tab.on_check(host, TrainController(), _values(checkpoint="house.safetensors", data=str(data)))
+    assert "✅ Ready to train." in message, message
+    assert find_checkpoint(host.checkpoints(), "house.safetensors [def]") == str(tiny)
+    assert find_checkpoint(host.checkpoints(), "house") is None
+    two = {"a/house.safetensors [1]": "/m/a.safetensors", "house.safetensors [2]": "/m/b.safetensors"}
+    assert find_checkpoint(two, "house.safetensors") == "/m/b.safetensors"
+    assert find_checkpoint({"x [1]": "/m/1", "x [2]": "/m/2"}, "x") is None  # two files: not a guess
 
 
 def test_check_reports_data_model_and_readiness(tmp_path, tiny, data):

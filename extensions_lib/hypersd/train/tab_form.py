@@ -7,6 +7,7 @@ and the bad-input battery test it without WebUI; :mod:`hypersd.webui.train_tab` 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,11 +56,24 @@ def form_from_values(values: list[Any] | tuple[Any, ...]) -> TrainForm:
     return check_form(TrainForm(**dict(zip(FORM_FIELDS, values, strict=True))))
 
 
+CHECKSUM = re.compile(r"\s*\[[^]]+]\s*$")  # the " [392472d64b]" WebUI appends to a title once it has the hash
+
+
+def find_checkpoint(checkpoints: dict[str, str], title: str) -> str | None:
+    """The file of the checkpoint ``title`` names in ``checkpoints`` (title -> file). A title with another or no
+    short hash counts as the same checkpoint, as in WebUI: WebUI renames "house.safetensors" to
+    "house.safetensors [392472d64b]" when it first hashes the file, often after the tab was drawn."""
+    if title in checkpoints:
+        return checkpoints[title]
+    name = CHECKSUM.sub("", title or "")
+    files = {path for other, path in checkpoints.items() if CHECKSUM.sub("", other) == name}
+    return files.pop() if len(files) == 1 else None
+
+
 def request_from_form(host: Any, form: TrainForm) -> TrainRequest:
     """FormError/JobError with every problem of the form itself (the files are checked by the preflight)."""
     problems = []
-    checkpoints = host.checkpoints()
-    model = checkpoints.get(form.checkpoint)
+    model = find_checkpoint(host.checkpoints(), form.checkpoint)
     if model is None:
         problems.append(f"Checkpoint: {form.checkpoint!r} is not in WebUI's list; pick one (🔄 refreshes the list)")
     problem = valid_output_name(form.out)

@@ -227,7 +227,6 @@ def engine_environment(python: str) -> str:
 def create_tab():
     """``on_ui_tabs`` callback: [(blocks, title, elem_id)]."""
     import gradio as gr
-    from modules import ui_common
 
     from hypersd.webui.train_host import WebUIHost
 
@@ -237,127 +236,159 @@ def create_tab():
     with gr.Blocks(analytics_enabled=False) as tab:
         with gr.Row():
             with gr.Column(scale=2):
-                gr.Markdown(
-                    "Distil a checkpoint into few-step LoRAs with Hyper-SD's recipe: TSCD (one LoRA per step count), "
-                    "optionally score distillation (one unified 1-8-step LoRA) and human feedback. The job runs in a "
-                    "separate process; WebUI's model leaves the GPU while it runs and comes back after. A quality "
-                    "report measures every LoRA at the end and writes its best settings into it."
-                )
+                gr.Markdown(INTRO)
                 gr.Markdown(engine_environment(host.python()), elem_id=f"{TAB_ID}_environment")
-                with gr.Row():
-                    checkpoint = gr.Dropdown(
-                        choices=list(host.checkpoints()), value=defaults.checkpoint, label="Checkpoint to distill",
-                        elem_id=f"{TAB_ID}_checkpoint",
-                    )  # fmt: skip
-                    ui_common.create_refresh_button(
-                        checkpoint, host.refresh_checkpoints, lambda: {"choices": list(host.checkpoints())},
-                        f"{TAB_ID}_checkpoint_refresh",
-                    )  # fmt: skip
-                data = gr.Textbox(
-                    label="Training data",
-                    placeholder="a folder of images with .txt captions, kohya N_name folders, a metadata.jsonl "
-                    "folder, or a .txt prompt list (one prompt per line)",
-                    elem_id=f"{TAB_ID}_data",
-                )
-                out = gr.Textbox(
-                    value=defaults.out, label="Output name (the LoRA's file name)", elem_id=f"{TAB_ID}_out"
-                )
-                preset = gr.Radio(
-                    list(TRAINING_PRESETS), value=defaults.preset, label="Training preset", elem_id=f"{TAB_ID}_preset",
-                    info="Quick test: 100 steps per stage, rank 16 · Standard: 1000, rank 64, adversarial · "
-                    "High quality: 4000, batch 8",
-                )  # fmt: skip
-                with gr.Row():
-                    unified = gr.Checkbox(False, label="Score distillation: the unified 1-8-step LoRA (dmd)",
-                                          elem_id=f"{TAB_ID}_unified")  # fmt: skip
-                    feedback = gr.Checkbox(False, label="Human feedback (needs a reward model)",
-                                           elem_id=f"{TAB_ID}_feedback")  # fmt: skip
-                reward = gr.Textbox(label="Reward model (KIND:PATH; local files only)",
-                                    placeholder="clip:/models/clip-vit-large-patch14 · pickscore:… · aesthetic:CLIP,MLP · "
-                                    "imagereward:ImageReward.pt,med_config.json · hpsv2:HPS_v2.1.pt",
-                                    elem_id=f"{TAB_ID}_reward")  # fmt: skip
-                with gr.Accordion("Advanced settings (blank = the preset's value)", open=False):
-                    with gr.Row():
-                        stages = gr.Textbox(label="TSCD stages", placeholder="8,4,2,1", elem_id=f"{TAB_ID}_stages")
-                        steps_per_stage = gr.Textbox(label="Steps per stage", elem_id=f"{TAB_ID}_steps_per_stage")
-                        rank = gr.Textbox(label="LoRA rank", elem_id=f"{TAB_ID}_rank")
-                    with gr.Row():
-                        learning_rate = gr.Textbox(label="Learning rate", placeholder="1e-4", elem_id=f"{TAB_ID}_lr")
-                        batch_size = gr.Textbox(label="Batch size", elem_id=f"{TAB_ID}_batch")
-                        gpus = gr.Textbox(label="GPUs", placeholder="1, 2, or 0,1", elem_id=f"{TAB_ID}_gpus")
-                    with gr.Row():
-                        cfg_min = gr.Textbox(label="Teacher CFG from", placeholder="SD1.5 5 · SDXL 3",
-                                             elem_id=f"{TAB_ID}_cfg_min")  # fmt: skip
-                        cfg_max = gr.Textbox(label="Teacher CFG to", placeholder="SD1.5 15 · SDXL 6",
-                                             elem_id=f"{TAB_ID}_cfg_max")  # fmt: skip
-                        resolution = gr.Textbox(label="Resolution", placeholder="SD1.5 512 · SDXL 1024",
-                                                elem_id=f"{TAB_ID}_resolution")  # fmt: skip
-                    with gr.Row():
-                        buckets = gr.Radio(list(BUCKET_CHOICES), value="Auto", label="Aspect buckets",
-                                           elem_id=f"{TAB_ID}_buckets")  # fmt: skip
-                        precision = gr.Radio(list(PRECISION_CHOICES), value="Auto", label="Precision",
-                                             elem_id=f"{TAB_ID}_precision")  # fmt: skip
-                        gradient_checkpointing = gr.Checkbox(False, label="Gradient checkpointing (less VRAM)",
-                                                             elem_id=f"{TAB_ID}_gc")  # fmt: skip
-                    sample_prompts = gr.Textbox(label="Sample prompts (one per line; blank: the first captions)",
-                                                lines=2, elem_id=f"{TAB_ID}_sample_prompts")  # fmt: skip
-                    with gr.Row():
-                        report_level = gr.Radio(list(REPORT_CHOICES), value="Auto", label="Quality report",
-                                                info="quick: TCD gamma 0/0.3/1 at CFG 1 · full: also LCM, Euler and "
-                                                "CFG 1.5/2 · Auto: quick", elem_id=f"{TAB_ID}_report_level")  # fmt: skip
-                        report_samples = gr.Textbox(label="Report images per LoRA and step count", placeholder="64",
-                                                    elem_id=f"{TAB_ID}_report_samples")  # fmt: skip
-                    with gr.Row():
-                        normal_steps = gr.Number(25, label="Comparison: normal steps", precision=0,
-                                                 elem_id=f"{TAB_ID}_normal_steps")  # fmt: skip
-                        normal_cfg = gr.Number(7.0, label="Comparison: normal CFG", elem_id=f"{TAB_ID}_normal_cfg")
-                free_vram = gr.Checkbox(True, label="Free the GPU: move WebUI's model to RAM and hold generation "
-                                        "requests in WebUI's queue while training", elem_id=f"{TAB_ID}_free_vram")  # fmt: skip
-                compare = gr.Checkbox(True, label="When done, make a comparison grid (normal steps vs 1/2/4/8 steps)",
-                                      elem_id=f"{TAB_ID}_compare")  # fmt: skip
-                overwrite = gr.Checkbox(False, label="Overwrite an earlier run of the same name",
-                                        elem_id=f"{TAB_ID}_overwrite")  # fmt: skip
-                with gr.Row():
-                    check = gr.Button("Check", elem_id=f"{TAB_ID}_check")
-                    start = gr.Button("Train", variant="primary", elem_id=f"{TAB_ID}_start")
-                    cancel = gr.Button("Cancel", variant="stop", elem_id=f"{TAB_ID}_cancel")
-                with gr.Row():
-                    resume_choice = gr.Dropdown(choices=resumable_choices(host), label="Stopped runs",
-                                                elem_id=f"{TAB_ID}_resume_choice")  # fmt: skip
-                    ui_common.create_refresh_button(resume_choice, lambda: None,
-                                                    lambda: {"choices": resumable_choices(host)},
-                                                    f"{TAB_ID}_resume_refresh")  # fmt: skip
-                    resume = gr.Button("Resume", elem_id=f"{TAB_ID}_resume")
-                message = gr.Markdown(elem_id=f"{TAB_ID}_message")
-                thumbs = gr.Gallery(label="Data preview", columns=8, height=120, elem_id=f"{TAB_ID}_thumbs")
+                fields = {**_main_inputs(gr, host, defaults), **_advanced_inputs(gr, defaults)}
+                fields.update(_job_inputs(gr, defaults))
+                buttons = _buttons(gr, host)
             with gr.Column(scale=3):
-                status_box = gr.HTML(status_html(controller.status()), elem_id=f"{TAB_ID}_status")
-                plot = gr.Image(label="Loss", type="pil", interactive=False, elem_id=f"{TAB_ID}_loss")
-                samples = gr.Gallery(label="Samples per stage (columns: 1, 2, 4, 8 steps)", columns=2,
-                                     elem_id=f"{TAB_ID}_samples")  # fmt: skip
-                comparison = gr.Image(label="Comparison", type="pil", interactive=False,
-                                      elem_id=f"{TAB_ID}_comparison")  # fmt: skip
-                log_box = gr.Textbox(label="Log", lines=12, max_lines=12, interactive=False, elem_id=f"{TAB_ID}_log")
-                report = gr.HTML(report_html(None), elem_id=f"{TAB_ID}_report")
-        seen = gr.State([None, -1, -1, None, None, None])
-
-        inputs = [checkpoint, data, out, preset, stages, unified, feedback, reward, steps_per_stage, rank, learning_rate, batch_size, cfg_min,
-                  cfg_max, resolution, buckets, precision, gradient_checkpointing, sample_prompts, report_level,
-                  report_samples, gpus, free_vram,
-                  compare, normal_steps, normal_cfg, overwrite]  # fmt: skip
-        assert len(inputs) == len(FORM_FIELDS)
-        check.click(guarded(lambda *v: on_check(host, get_controller(host), list(v)), "Check", outputs=2,
-                            render=_error_md), inputs, [message, thumbs])  # fmt: skip
-        start.click(guarded(lambda *v: on_start(host, get_controller(host), list(v)), "Train", render=_error_md),
-                    inputs, [message])  # fmt: skip
-        cancel.click(guarded(lambda: on_cancel(get_controller(host)), "Cancel", render=_error_md), None, [message])
-        resume.click(guarded(lambda c, *v: on_resume(host, get_controller(host), checked_text(c, "Stopped runs"),
-                                                     list(v)), "Resume", render=_error_md),
-                     [resume_choice, *inputs], [message])  # fmt: skip
-        tab.load(lambda s: poll(get_controller(host), s, host), [seen],
-                 [status_box, log_box, plot, samples, comparison, resume_choice, report, seen],
-                 every=POLL_SECONDS)  # fmt: skip
+                view = _outputs(gr, controller)
+        _wire(tab, host, [fields[name] for name in FORM_FIELDS], buttons, view)
     return [(tab, TAB_TITLE, TAB_ID)]
+
+
+INTRO = (
+    "Distil a checkpoint into few-step LoRAs with Hyper-SD's recipe: TSCD (one LoRA per step count), optionally "
+    "score distillation (one unified 1-8-step LoRA) and human feedback. The job runs in a separate process; "
+    "WebUI's model leaves the GPU while it runs and comes back after. A quality report measures every LoRA at the "
+    "end and writes its best settings into it."
+)
+
+
+def _main_inputs(gr: Any, host: Any, defaults: TrainForm) -> dict[str, Any]:
+    from modules import ui_common
+
+    with gr.Row():
+        checkpoint = gr.Dropdown(choices=list(host.checkpoints()), value=defaults.checkpoint,
+                                 label="Checkpoint to distill", elem_id=f"{TAB_ID}_checkpoint")  # fmt: skip
+        ui_common.create_refresh_button(checkpoint, host.refresh_checkpoints,
+                                        lambda: {"choices": list(host.checkpoints())},
+                                        f"{TAB_ID}_checkpoint_refresh")  # fmt: skip
+    fields = {"checkpoint": checkpoint}
+    fields["data"] = gr.Textbox(
+        value=defaults.data, label="Training data", elem_id=f"{TAB_ID}_data",
+        placeholder="a folder of images with .txt captions, kohya N_name folders, a metadata.jsonl folder, or a "
+        ".txt prompt list (one prompt per line)",
+    )  # fmt: skip
+    fields["out"] = gr.Textbox(value=defaults.out, label="Output name (the LoRA's file name)", elem_id=f"{TAB_ID}_out")
+    fields["preset"] = gr.Radio(
+        list(TRAINING_PRESETS), value=defaults.preset, label="Training preset", elem_id=f"{TAB_ID}_preset",
+        info="Quick test: 100 steps per stage, rank 16 · Standard: 1000, rank 64, adversarial · "
+        "High quality: 4000, batch 8",
+    )  # fmt: skip
+    with gr.Row():
+        fields["unified"] = gr.Checkbox(defaults.unified, label="Score distillation: the unified 1-8-step LoRA (dmd)",
+                                        elem_id=f"{TAB_ID}_unified")  # fmt: skip
+        fields["feedback"] = gr.Checkbox(defaults.feedback, label="Human feedback (needs a reward model)",
+                                         elem_id=f"{TAB_ID}_feedback")  # fmt: skip
+    fields["reward"] = gr.Textbox(
+        value=defaults.reward, label="Reward model (KIND:PATH; local files only)", elem_id=f"{TAB_ID}_reward",
+        placeholder="clip:/models/clip-vit-large-patch14 · pickscore:… · aesthetic:CLIP,MLP · "
+        "imagereward:ImageReward.pt,med_config.json · hpsv2:HPS_v2.1.pt",
+    )  # fmt: skip
+    return fields
+
+
+def _advanced_inputs(gr: Any, d: TrainForm) -> dict[str, Any]:
+    def text(name: str, label: str, placeholder: str = "", elem: str = "") -> None:
+        fields[name] = gr.Textbox(value=getattr(d, name), label=label, placeholder=placeholder,
+                                  elem_id=f"{TAB_ID}_{elem or name}")  # fmt: skip
+
+    fields: dict[str, Any] = {}
+    with gr.Accordion("Advanced settings (blank = the preset's value)", open=False):
+        with gr.Row():
+            text("stages", "TSCD stages", "8,4,2,1")
+            text("steps_per_stage", "Steps per stage")
+            text("rank", "LoRA rank")
+        with gr.Row():
+            text("learning_rate", "Learning rate", "1e-4", "lr")
+            text("batch_size", "Batch size", elem="batch")
+            text("gpus", "GPUs", "1, 2, or 0,1")
+        with gr.Row():
+            text("cfg_min", "Teacher CFG from", "SD1.5 5 · SDXL 3")
+            text("cfg_max", "Teacher CFG to", "SD1.5 15 · SDXL 6")
+            text("resolution", "Resolution", "SD1.5 512 · SDXL 1024")
+        with gr.Row():
+            fields["buckets"] = gr.Radio(list(BUCKET_CHOICES), value=d.buckets, label="Aspect buckets",
+                                         elem_id=f"{TAB_ID}_buckets")  # fmt: skip
+            fields["precision"] = gr.Radio(list(PRECISION_CHOICES), value=d.precision, label="Precision",
+                                           elem_id=f"{TAB_ID}_precision")  # fmt: skip
+            fields["gradient_checkpointing"] = gr.Checkbox(d.gradient_checkpointing, elem_id=f"{TAB_ID}_gc",
+                                                           label="Gradient checkpointing (less VRAM)")  # fmt: skip
+        fields["sample_prompts"] = gr.Textbox(value=d.sample_prompts, lines=2, elem_id=f"{TAB_ID}_sample_prompts",
+                                              label="Sample prompts (one per line; blank: the first captions)")  # fmt: skip
+        with gr.Row():
+            fields["report"] = gr.Radio(list(REPORT_CHOICES), value=d.report, label="Quality report",
+                                        info="quick: TCD gamma 0/0.3/1 at CFG 1 · full: also LCM, Euler and "
+                                        "CFG 1.5/2 · Auto: quick", elem_id=f"{TAB_ID}_report_level")  # fmt: skip
+            text("report_samples", "Report images per LoRA and step count", "64")
+        with gr.Row():
+            fields["normal_steps"] = gr.Number(d.normal_steps, label="Comparison: normal steps", precision=0,
+                                               elem_id=f"{TAB_ID}_normal_steps")  # fmt: skip
+            fields["normal_cfg"] = gr.Number(d.normal_cfg, label="Comparison: normal CFG",
+                                             elem_id=f"{TAB_ID}_normal_cfg")  # fmt: skip
+    return fields
+
+
+def _job_inputs(gr: Any, d: TrainForm) -> dict[str, Any]:
+    return {
+        "free_vram": gr.Checkbox(d.free_vram, label="Free the GPU: move WebUI's model to RAM and hold generation "
+                                 "requests in WebUI's queue while training", elem_id=f"{TAB_ID}_free_vram"),
+        "compare": gr.Checkbox(d.compare, label="When done, make a comparison grid (normal steps vs 1/2/4/8 steps)",
+                               elem_id=f"{TAB_ID}_compare"),
+        "overwrite": gr.Checkbox(d.overwrite, label="Overwrite an earlier run of the same name",
+                                 elem_id=f"{TAB_ID}_overwrite"),
+    }  # fmt: skip
+
+
+def _buttons(gr: Any, host: Any) -> dict[str, Any]:
+    from modules import ui_common
+
+    with gr.Row():
+        check = gr.Button("Check", elem_id=f"{TAB_ID}_check")
+        start = gr.Button("Train", variant="primary", elem_id=f"{TAB_ID}_start")
+        cancel = gr.Button("Cancel", variant="stop", elem_id=f"{TAB_ID}_cancel")
+    with gr.Row():
+        resume_choice = gr.Dropdown(choices=resumable_choices(host), label="Stopped runs",
+                                    elem_id=f"{TAB_ID}_resume_choice")  # fmt: skip
+        ui_common.create_refresh_button(resume_choice, lambda: None, lambda: {"choices": resumable_choices(host)},
+                                        f"{TAB_ID}_resume_refresh")  # fmt: skip
+        resume = gr.Button("Resume", elem_id=f"{TAB_ID}_resume")
+    message = gr.Markdown(elem_id=f"{TAB_ID}_message")
+    thumbs = gr.Gallery(label="Data preview", columns=8, height=120, elem_id=f"{TAB_ID}_thumbs")
+    return {"check": check, "start": start, "cancel": cancel, "resume_choice": resume_choice, "resume": resume,
+            "message": message, "thumbs": thumbs}  # fmt: skip
+
+
+def _outputs(gr: Any, controller: TrainController) -> list[Any]:
+    """The status column, top to bottom: status, loss plot, samples, comparison, log, report."""
+    return [
+        gr.HTML(status_html(controller.status()), elem_id=f"{TAB_ID}_status"),
+        gr.Image(label="Loss", type="pil", interactive=False, elem_id=f"{TAB_ID}_loss"),
+        gr.Gallery(label="Samples per stage (columns: 1, 2, 4, 8 steps)", columns=2, elem_id=f"{TAB_ID}_samples"),
+        gr.Image(label="Comparison", type="pil", interactive=False, elem_id=f"{TAB_ID}_comparison"),
+        gr.Textbox(label="Log", lines=12, max_lines=12, interactive=False, elem_id=f"{TAB_ID}_log"),
+        gr.HTML(report_html(None), elem_id=f"{TAB_ID}_report"),
+    ]
+
+
+def _wire(tab: Any, host: Any, inputs: list[Any], b: dict[str, Any], view: list[Any]) -> None:
+    import gradio as gr
+
+    message = [b["message"]]
+    b["check"].click(guarded(lambda *v: on_check(host, get_controller(host), list(v)), "Check", outputs=2,
+                             render=_error_md), inputs, [b["message"], b["thumbs"]])  # fmt: skip
+    b["start"].click(guarded(lambda *v: on_start(host, get_controller(host), list(v)), "Train", render=_error_md),
+                     inputs, message)  # fmt: skip
+    b["cancel"].click(guarded(lambda: on_cancel(get_controller(host)), "Cancel", render=_error_md), None, message)
+    b["resume"].click(guarded(lambda c, *v: on_resume(host, get_controller(host), checked_text(c, "Stopped runs"),
+                                                      list(v)), "Resume", render=_error_md),
+                      [b["resume_choice"], *inputs], message)  # fmt: skip
+    seen = gr.State([None, -1, -1, None, None, None])
+    status_box, plot, samples, comparison, log_box, report = view
+    tab.load(lambda s: poll(get_controller(host), s, host), [seen],
+             [status_box, log_box, plot, samples, comparison, b["resume_choice"], report, seen],
+             every=POLL_SECONDS)  # fmt: skip
 
 
 def register(script_callbacks) -> None:

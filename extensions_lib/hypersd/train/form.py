@@ -91,15 +91,37 @@ def settings_from_form(
         "steps_per_stage": steps_per_stage, "rank": rank, "learning_rate": learning_rate, "batch_size": batch_size,
         "omega_min": cfg_min, "omega_max": cfg_max, "resolution": resolution,
     }  # fmt: skip
-    for name, label, kind, minimum in (
-        ("steps_per_stage", "Steps per stage", int, 1),
-        ("rank", "LoRA rank", int, 1),
-        ("learning_rate", "Learning rate", float, 0),
-        ("batch_size", "Batch size", int, 1),
-        ("omega_min", "CFG range (from)", float, 1),
-        ("omega_max", "CFG range (to)", float, 1),
-        ("resolution", "Resolution", int, 64),
-    ):
+    out.update(_numbers(given, problems))
+    out.update(_choices(buckets, precision, report, problems))
+    if gradient_checkpointing:
+        out["gradient_checkpointing"] = True
+    prompts = [line.strip() for line in (sample_prompts or "").splitlines() if line.strip()]
+    if prompts:
+        out["sample_prompts"] = prompts
+    samples = _number("Report images", report_samples, int, problems, 2)
+    if samples is not None:
+        out["report_samples"] = samples
+        out["report_noises"] = min(16, samples)
+    if problems:
+        raise FormError("Hyper-SD: fix these settings:\n- " + "\n- ".join(problems))
+    return out
+
+
+NUMBER_FIELDS = (  # engine name, the form's label, type, least value
+    ("steps_per_stage", "Steps per stage", int, 1),
+    ("rank", "LoRA rank", int, 1),
+    ("learning_rate", "Learning rate", float, 0),
+    ("batch_size", "Batch size", int, 1),
+    ("omega_min", "CFG range (from)", float, 1),
+    ("omega_max", "CFG range (to)", float, 1),
+    ("resolution", "Resolution", int, 64),
+)
+
+
+def _numbers(given: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """The number fields filled in (blank: the preset's), each checked alone and then together."""
+    out: dict[str, Any] = {}
+    for name, label, kind, minimum in NUMBER_FIELDS:
         value = _number(label, given[name], kind, problems, minimum)
         if value is not None:
             out[name] = value
@@ -110,6 +132,12 @@ def settings_from_form(
         problems.append(f"Resolution: must be a multiple of 64, got {out['resolution']}")
     if "omega_min" in out and "omega_max" in out and out["omega_min"] > out["omega_max"]:
         problems.append(f"CFG range: from {out['omega_min']:g} is above to {out['omega_max']:g}")
+    return out
+
+
+def _choices(buckets: str, precision: str, report: str, problems: list[str]) -> dict[str, Any]:
+    """The radio choices other than Auto (Auto: the preset's / the model's)."""
+    out: dict[str, Any] = {}
     if buckets not in BUCKET_CHOICES:
         problems.append(f"Aspect buckets: choose one of {', '.join(BUCKET_CHOICES)}")
     elif buckets != "Auto":
@@ -118,21 +146,10 @@ def settings_from_form(
         problems.append(f"Precision: choose one of {', '.join(PRECISION_CHOICES)}")
     elif precision != "Auto":
         out["mixed_precision"] = precision
-    if gradient_checkpointing:
-        out["gradient_checkpointing"] = True
-    prompts = [line.strip() for line in (sample_prompts or "").splitlines() if line.strip()]
-    if prompts:
-        out["sample_prompts"] = prompts
     if report not in REPORT_CHOICES:
         problems.append(f"Quality report: choose one of {', '.join(REPORT_CHOICES)}")
     elif report != "Auto":
         out["report"] = report
-    samples = _number("Report images", report_samples, int, problems, 2)
-    if samples is not None:
-        out["report_samples"] = samples
-        out["report_noises"] = min(16, samples)
-    if problems:
-        raise FormError("Hyper-SD: fix these settings:\n- " + "\n- ".join(problems))
     return out
 
 

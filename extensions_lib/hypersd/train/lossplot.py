@@ -206,9 +206,15 @@ def render_loss_plot(
     img = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(img)
     font = _font()
-    x0, y0, x1, y1 = axes.left, axes.top, axes.right, axes.bottom
+    _draw_axes(draw, axes, font, skipped, height)
+    _draw_stages(draw, axes, font, good, stage_ends)
+    _draw_curves(draw, axes, good)
+    return img
 
-    # grid, ticks and labels
+
+def _draw_axes(draw: ImageDraw.ImageDraw, axes: PlotAxes, font: ImageFont.ImageFont, skipped: int, height: int) -> None:
+    """Grid, ticks and labels, the axes, the title (with the count of skipped non-finite losses)."""
+    x0, y0, x1, y1 = axes.left, axes.top, axes.right, axes.bottom
     if axes.log_scale:
         y_ticks = _log_ticks(axes.value_min, axes.value_max)
     else:
@@ -231,7 +237,12 @@ def render_loss_plot(
     _text(draw, (x0 + 4, 4), title, font, AXIS)
     _text(draw, (x1, height - 2), "step", font, AXIS, "rb")
 
-    # stage boundaries (dashed), then a label where each stage starts, skipping one that would overlap the last
+
+def _draw_stages(
+    draw: ImageDraw.ImageDraw, axes: PlotAxes, font: ImageFont.ImageFont, good: list, stage_ends: Sequence
+) -> None:
+    """Stage boundaries (dashed), then a label where each stage starts, skipping one that would overlap the last."""
+    y0, y1 = axes.top, axes.bottom
     for _, end in stage_ends:
         if axes.step_min <= end < axes.step_max:
             x = round(axes.x(end + 0.5))
@@ -247,7 +258,9 @@ def render_loss_plot(
             _text(draw, (x, y0 + 2), label, font, STAGE)
             label_right = x + font.getbbox(label)[2] + 4
 
-    # raw loss, then the smoothed curve on top
+
+def _draw_curves(draw: ImageDraw.ImageDraw, axes: PlotAxes, good: list) -> None:
+    """The raw loss, then the smoothed curve on top (a dot where a stretch has one point)."""
     raw = [(axes.x(s), axes.y(v)) for s, v, _ in good]
     if len(raw) > 1:
         draw.line(raw, fill=RAW, width=1)
@@ -258,4 +271,3 @@ def render_loss_plot(
         else:
             x, y = line[0]
             draw.ellipse([(x - 2, y - 2), (x + 2, y + 2)], fill=SMOOTH)
-    return img

@@ -296,6 +296,9 @@ def test_the_quality_report_measures_every_lora_and_writes_its_settings(tiny, pr
     page = (RunPaths(tmp_path, "run").run_dir / "report.html").read_text()
     assert "data:image/png;base64," in page and "<svg" in page and "Fréchet" in page
     assert report["cost"]["unet_calls"] > 0
+    events = [json.loads(line) for line in RunPaths(tmp_path, "run").log.read_text().splitlines()]
+    said = [(e["what"], e["done"], e["of"]) for e in events if e["event"] == "report_progress"]
+    assert said == [("the teacher", 0, 4), ("the k=2 LoRA", 1, 4), ("the k=1 LoRA", 2, 4), ("the dmd LoRA", 3, 4)]
 
 
 def test_a_report_scorer_that_cannot_read_the_report_prompts_is_left_out_with_a_warning(

@@ -101,6 +101,28 @@ def test_a_stage_preparing_before_its_first_step_says_what_it_prepares():
     assert format_progress(p).startswith("Stage dmd (2 of 2) · step 3 / 4 (75%) · loss 0.9")
 
 
+def test_the_report_says_what_it_measures_and_its_eta_from_the_loras_measured():
+    records = [start(0, stages=(2, 1), steps=1), cached(1), step(2, 1, 0.5, 2), step(3, 2, 0.4, 1),
+               {"time": 4, "event": "report_start", "loras": 2, "level": "quick"}]  # fmt: skip
+    p = progress_from_records(records)
+    assert (p.phase, p.eta_seconds) == ("reporting", None)
+    assert format_progress(p) == "Measuring the LoRAs for the quality report (after 2 steps)…"
+
+    def measuring(t, done, what):
+        return {"time": t, "event": "report_progress", "what": what, "done": done, "of": 4}
+
+    records += [measuring(5, 0, "the teacher"), measuring(65, 1, "the k=2 LoRA")]
+    p = progress_from_records(records)
+    # the teacher's minute is not a LoRA's: no ETA until one LoRA has been measured
+    assert (p.cache, p.eta_seconds) == (("the k=2 LoRA", 1, 4), None)
+    assert format_progress(p) == "Measuring the LoRAs for the quality report (after 2 steps)… (the k=2 LoRA: 2 of 4)"
+    p = progress_from_records([*records, measuring(95, 2, "the k=1 LoRA")])
+    assert p.eta_seconds == 60.0  # 30 s per LoRA, this one and one more
+    assert format_progress(p).endswith(f"(the k=1 LoRA: 3 of 4, ETA {format_duration(60.0)})")
+    p = progress_from_records([*records, {"time": 200, "event": "done", "global_step": 2, "final": "x.safetensors"}])
+    assert format_progress(p) == "Done after 2 steps: x.safetensors"
+
+
 def test_every_field_through_a_whole_run():
     records = whole_run()
     mid = progress_from_records(records[:10])  # up to step 4, the first of stage k=1

@@ -328,14 +328,20 @@ def run_quality_report(run: Any, state: Any, stage_loras: dict[Any, Any]) -> dic
         run.log({"event": "report_warning", "message": warning})
     ev = Evaluator(state, scorer)
     run.log({"event": "report_start", "loras": len(stage_loras), "level": cfg.report})
+    todo = [
+        (s, stage_loras[s.log_id]) for s in run.stages if s.log_id in stage_loras and stage_loras[s.log_id].is_file()
+    ]
+
+    def measuring(done: int, what: str) -> None:
+        run.log({"event": "report_progress", "what": what, "done": done, "of": len(todo) + 1})
+
+    measuring(0, "the teacher")
     with adapters_disabled(state.unet):
         ref, teacher_line = measure_teacher(ev)
     loras: dict[str, dict[str, Any]] = {}
     settings = settings_for(cfg.report)
-    for stage in run.stages:
-        path = stage_loras.get(stage.log_id)
-        if path is None or not path.is_file():
-            continue
+    for done, (stage, path) in enumerate(todo, start=1):
+        measuring(done, f"the {stage.label} LoRA")
         info = stage.export_info()
         with swapped_weights(state.params, lora_weights_for(state, path)), merged_adapter(state.unet):
             loras[stage.name] = {"file": str(path), "kind": info.kind, "label": stage.label,

@@ -91,6 +91,7 @@ class _LogReader:
     stage_ends: dict[int | str, int] = field(default_factory=dict)  # k -> global step
     exports: dict[str, None] = field(default_factory=dict)  # ordered set: a re-run stage exports the same path again
     session: list[tuple[float, int]] = field(default_factory=list)  # (time, step) of this session's step records
+    report_times: dict[int, float] = field(default_factory=dict)  # report_progress "done" -> its time
     new_run: bool = False  # a "start" without "resume" so far: its first step begins the run again
 
     def read(self, rec: dict[str, Any]) -> None:
@@ -158,7 +159,19 @@ class _LogReader:
         self.stage_ends[stage_id(rec.get("stage", ""))] = _int(rec.get("global_step"))
 
     def on_report_start(self, _rec: dict[str, Any], _time: float | None) -> None:
-        self.p.phase, self.p.eta_seconds = "reporting", None
+        self.p.phase, self.p.eta_seconds, self.p.cache = "reporting", None, None
+        self.report_times = {}
+
+    def on_report_progress(self, rec: dict[str, Any], time: float | None) -> None:
+        """What the report measures now (the teacher, then each LoRA); the ETA once a LoRA has been measured (the
+        LoRAs cost about the same; the teacher's line does not count)."""
+        p = self.p
+        done, of = _int(rec.get("done")), _int(rec.get("of"))
+        p.phase, p.cache = "reporting", (str(rec.get("what", "")), done, of)
+        if time is not None:
+            self.report_times[done] = time
+        first, now = self.report_times.get(1), self.report_times.get(done)
+        p.eta_seconds = (now - first) / (done - 1) * (of - done) if done > 1 and first and now else None
 
     def on_report(self, rec: dict[str, Any], _time: float | None) -> None:
         self.p.report = str(rec.get("path") or "") or None
@@ -183,7 +196,8 @@ class _LogReader:
             p.stage = stage_at(p.step, p.stages, p.steps_per_stage, p.stage_steps)
         if p.stage is not None and p.stage in p.stages:
             p.stage_index = p.stages.index(p.stage) + 1
-        p.eta_seconds = _eta(self.session[-ETA_WINDOW:], p) if p.phase == "training" else None
+        if p.phase != "reporting":  # the report's ETA comes from its own records
+            p.eta_seconds = _eta(self.session[-ETA_WINDOW:], p) if p.phase == "training" else None
         return p
 
 
@@ -309,7 +323,11 @@ def format_progress(p: TrainProgress) -> str:
     if p.phase == "preparing" and p.cache:
         return f"Stage {_stage_name(p.stage)}: preparing {p.cache[0]}… ({p.cache[1]} / {p.cache[2]})"
     if p.phase == "reporting":
-        return f"Measuring the LoRAs for the quality report (after {p.step} steps)…"
+        line = f"Measuring the LoRAs for the quality report (after {p.step} steps)…"
+        if p.cache and p.cache[2]:
+            line += f" ({p.cache[0]}: {p.cache[1] + 1} of {p.cache[2]}"
+            line += f", ETA {format_duration(p.eta_seconds)})" if p.eta_seconds is not None else ")"
+        return line
     if p.phase == "done":
         return f"Done after {p.step} steps: {p.final}" if p.final else f"Done after {p.step} steps"
     if p.phase == "interrupted":

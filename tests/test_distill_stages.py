@@ -265,10 +265,15 @@ def test_a_unet_whose_lora_would_not_load_in_webui_is_refused_before_the_first_s
     assert not list((tmp_path / "out").glob("*.safetensors"))
 
 
-def test_the_quality_report_measures_every_lora_and_writes_its_settings(tiny, prompts, classifier, tmp_path):
+def test_the_quality_report_measures_every_lora_and_writes_its_settings(tiny, prompts, classifier, tmp_path, capsys):
     cfg = _cfg(tiny, prompts, tmp_path, stages=(2, 1, "dmd"), steps_per_stage=2, report="quick", report_noises=2,
                report_samples=3, report_steps=(1, 2), report_scorer=f"demo:{classifier}")  # fmt: skip
-    result = run_distillation(cfg, progress=False)
+    result = run_distillation(cfg, progress=True)
+    console = capsys.readouterr().err  # not a terminal: plain lines, also for the minutes outside the steps
+    for line in ("Hyper-SD: step 6/6, stage dmd", "Hyper-SD: stage dmd: preparing the teacher's 2-step results",
+                 "Hyper-SD: quality report: measuring the teacher (1/4)",
+                 "Hyper-SD: quality report: measuring the dmd LoRA (4/4)"):  # fmt: skip
+        assert line in console, console
     report = json.loads((RunPaths(tmp_path, "run").run_dir / "report.json").read_text())
     assert set(report["loras"]) == {"2", "1", "dmd"} and report["samples"] == 3
     assert report["teacher"]["25"]["frechet"] > 0  # its reference: the teacher's images from other noises

@@ -12,6 +12,7 @@ import math
 import os
 import pathlib
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -246,9 +247,12 @@ def run_distillation(
     _check_processes(accelerator)
     run = _Run(cfg, accelerator)
     existing = _existing_run(run, resume, overwrite)
+    if progress:
+        run.echo = _print_line  # the set-up's lines, before the bar
     state = run.state = _setup(run, existing)
     result = RunResult(None, _finished_stage_loras(run, state), state.global_step, [])
     bar = ProgressBar(run.cfg.total_steps, state.global_step, enabled=progress and run.main)
+    run.echo = bar.write if progress else None
     try:
         _train(run, state, result, bar, stop_requested, stop_after_steps, save_on_stop)
         _finish(run, state, result)
@@ -271,6 +275,10 @@ def run_distillation(
         bar.close()
     result.steps = state.global_step
     return result
+
+
+def _print_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _finished_stage_loras(run: _Run, state: TrainerState) -> dict[int | str, pathlib.Path]:

@@ -24,6 +24,20 @@ def plain_line(step: int, total: int, stage: str, loss: float, rate: float | Non
     return ", ".join(parts)
 
 
+def phase_line(record: dict[str, Any]) -> str | None:
+    """The console line for a log record of the minutes outside the steps (caching, a stage's set-up, the quality
+    report), or None for the others (the steps have the bar)."""
+    event, done, of = record.get("event"), record.get("done"), record.get("of")
+    count = f" ({done}/{of})" if done is not None and of else ""
+    if event == "cache":
+        return f"Hyper-SD: caching {record.get('what', '')}{count}"
+    if event == "prepare":
+        return f"Hyper-SD: stage {record.get('stage', '')}: preparing {record.get('what', '')}{count}"
+    if event == "report_progress":
+        return f"Hyper-SD: quality report: measuring {record.get('what', '')} ({int(done or 0) + 1}/{of})"
+    return None
+
+
 class ProgressBar:
     """``update(record, stage_label)`` after each step; ``close()`` at the end."""
 
@@ -57,6 +71,15 @@ class ProgressBar:
         rate = done / elapsed if done > 0 and elapsed > 0 else None
         eta = (self.total - self.step) / rate if rate else None
         print(plain_line(self.step, self.total, stage, loss, rate, eta), file=self.stream, flush=True)
+
+    def write(self, line: str) -> None:
+        """A line above the bar (or a plain line); nothing when the bar is off (``--no-progress``)."""
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 from hypersd.train import layout
 
 from .config import DMD, FEEDBACK, DistillConfig, is_tscd_stage
+from .progress_bar import phase_line
 from .stage_tscd import TSCDStage
 from .trainer import Stage, TrainerState
 
@@ -97,12 +99,16 @@ class _Run:
         self.stages: list[Stage] = []
         self.state: TrainerState | None = None
         self.base = ""
+        self.echo: Callable[[str], None] | None = None  # the console's line for caching, set-up and the report
 
     def log(self, record: dict[str, Any]) -> None:
         if self.main:
             self.paths.run_dir.mkdir(parents=True, exist_ok=True)
             with open(self.paths.log, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+            line = phase_line(record) if self.echo is not None else None
+            if line:
+                self.echo(line)
 
     def config_record(self) -> dict[str, Any]:
         return {**self.cfg.to_dict(), "base_detected": self.base}

@@ -196,3 +196,18 @@ def test_cancel_and_resume_from_the_tab(tmp_path, tiny, data):
     steps = [e["step"] for e in events if e["event"] == "step"]
     assert steps == list(range(1, len(steps) + 1))
     assert "pick a stopped run" in train_tab.on_resume(host, controller, "nothing like this", _values())
+
+
+def test_the_status_says_a_finished_jobs_result_once():
+    from hypersd.train.controller import JobStatus
+    from hypersd.train.progress import TrainProgress, format_progress
+
+    progress = TrainProgress(phase="done", step=12, total_steps=12, final="/m/Lora/house.safetensors")
+    done = format_progress(progress)
+    page = train_tab.status_html(
+        JobStatus("finished", "house", "done", done, 0, progress, notes=["Lora list refreshed"])
+    )
+    assert page.count(done) == 1 and "✅" in page and "Lora list refreshed" in page
+    running = TrainProgress(phase="training", step=3, total_steps=12)
+    page = train_tab.status_html(JobStatus("running", "house", None, "Training…", None, running))
+    assert "Training…" in page and format_progress(running) in page and "⏳" in page

@@ -150,4 +150,5 @@ class WebUIHooks(Hooks):
 
                 queue_lock.release()
                 self.locked = False
+                notes.append("Generation requests run again.")
         return " ".join(notes) or None

@@ -145,11 +145,12 @@ def status_html(status: Any) -> str:
     result = {"done": "✅", "interrupted": "⏸", "cancelled": "⏸", "error": "❌", "crashed": "❌", "bad-settings": "❌"}
     icon = result.get(status.result or "", "⏳")
     notes = "".join(f"<div>{html.escape(n)}</div>" for n in status.notes)
+    detail = f"<div>{html.escape(line)}</div>" if line and line != status.message else ""  # "Done after…" once
     return (
         f'<div class="hypersd-status hypersd-train-status">'
         f'<div class="hypersd-train-bar"><div style="width:{fraction * 100:.1f}%"></div></div>'
         f"<div>{icon} <b>{html.escape(status.out or '')}</b> — {html.escape(status.message)}</div>"
-        f"<div>{html.escape(line)}</div>{notes}</div>"
+        f"{detail}{notes}</div>"
     )
 
 
